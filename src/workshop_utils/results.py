@@ -1,0 +1,123 @@
+"""The results record shared by the notebooks: ``outputs/<profile>/results.json``.
+
+Each notebook writes what it measured under its own name (baseline scores, scores after fine-tuning,
+timings, peak memory); later notebooks and the final summary read them. Writes are atomic (a crash
+never leaves half a file) and merge with what is there, so re-running a notebook replaces only its
+own entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import DataError, MissingArtifactError
+
+# Which notebook or command produces each entry, for the one-sentence "run this first" message.
+PRODUCERS = {
+    "01_baseline_evaluation": "notebooks/01_baseline_evaluation.ipynb",
+    "02_full_finetune_trainer": "notebooks/02_full_finetune_trainer.ipynb (or `workshop train-classifier`)",
+    "03_qlora_llama3_sft": "notebooks/03_qlora_llama3_sft.ipynb (or `workshop sft`)",
+    "04_inference_pipeline": "notebooks/04_inference_pipeline.ipynb",
+}
+
+
+class Results:
+    """Read and write one profile's results record."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @classmethod
+    def for_profile(cls, profile) -> "Results":
+        return cls(profile.outputs() / "results.json")
+
+    # ------------------------------------------------------------------ reading
+    def load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{self.path}: line {exc.lineno}: results record is not valid JSON; delete it and re-run the notebooks"
+            ) from None
+        if not isinstance(data, dict):
+            raise DataError(f"{self.path}: results record must be a JSON object; delete it and re-run the notebooks")
+        return data
+
+    def get(self, notebook: str, key: str | None = None, default: Any = None) -> Any:
+        section = self.load().get(notebook, {})
+        if key is None:
+            return section or default
+        return section.get(key, default)
+
+    def require(self, notebook: str, key: str) -> Any:
+        """The entry, or a one-sentence error naming what makes it."""
+        value = self.get(notebook, key)
+        if value is None:
+            maker = PRODUCERS.get(notebook, notebook)
+            raise MissingArtifactError(f"'{key}' from {notebook} is not in {self.path.name} yet: run {maker} first")
+        return value
+
+    # ------------------------------------------------------------------ writing
+    def record(self, notebook: str, key: str, value: Any) -> Any:
+        """Store ``value`` (JSON-serialisable) under ``notebook``/``key`` and return it."""
+        data = self.load()
+        section = data.setdefault(notebook, {})
+        section[key] = value
+        section["_updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._write(data)
+        return value
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".results.", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=_jsonable)
+            fh.write("\n")
+        os.replace(tmp, self.path)
+
+    # ------------------------------------------------------------------ views
+    def before_after_pairs(self) -> list[dict[str, Any]]:
+        """Every (before, after) pair recorded in the series, for tables and the run-all summary."""
+        data = self.load()
+        pairs = []
+        for notebook, section in sorted(data.items()):
+            for key, value in sorted(section.items()):
+                if isinstance(value, dict) and "before" in value and "after" in value:
+                    for metric, after in value["after"].items():
+                        before = value["before"].get(metric)
+                        if isinstance(after, (int, float)) and isinstance(before, (int, float)):
+                            pairs.append({"notebook": notebook, "what": key, "metric": metric, "before": before, "after": after})
+        return pairs
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in the results record")
+
+
+def require_artifact(path: Path | str, notebook: str) -> Path:
+    """``path`` if it exists, else a one-sentence error naming the notebook or command that makes it."""
+    from .paths import display_path
+
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        maker = PRODUCERS.get(notebook, notebook)
+        raise MissingArtifactError(f"{display_path(path)} is missing: run {maker} first (same profile)")
+    return path

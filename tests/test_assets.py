@@ -1,0 +1,83 @@
+"""The offline models: the packaged MiniLM encoder and the locally built tiny Llama."""
+
+import time
+
+import pytest
+
+from workshop_utils import assets
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "m"
+    start = time.perf_counter()
+    assets.build_tiny_llama(path)
+    return path, time.perf_counter() - start
+
+
+def test_build_is_fast_and_safetensors(tiny):
+    path, seconds = tiny
+    assert seconds < 30, f"building the tiny Llama took {seconds:.1f} s"
+    assert (path / "model.safetensors").is_file()
+    assert not list(path.glob("*.bin")), "weights must be saved as safetensors only"
+
+
+def test_build_is_deterministic(tiny, tmp_path):
+    path, _ = tiny
+    again = assets.build_tiny_llama(tmp_path / "again")
+    assert assets.fingerprint(path) == assets.fingerprint(again)
+
+
+def test_existing_build_is_not_overwritten(tiny):
+    path, _ = tiny
+    before = (path / "config.json").stat().st_mtime_ns
+    assets.build_tiny_llama(path)
+    assert (path / "config.json").stat().st_mtime_ns == before
+
+
+def test_tokenizer_tokens(tiny):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny[0])
+    assert tok.pad_token == "<|pad|>" and tok.eos_token == "<|eot_id|>"
+    assert tok.pad_token_id != tok.eos_token_id
+    assert tok.padding_side == "right"
+
+
+def test_chat_template_marks_assistant_tokens_and_ends_with_eos(tiny):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny[0])
+    messages = [{"role": "user", "content": "Define anemia."}, {"role": "assistant", "content": "Anemia is a lack of red blood cells."}]
+    out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    assistant = [i for i, m in zip(ids, mask) if m]
+    assert tok.decode(assistant) == "Anemia is a lack of red blood cells.<|eot_id|>"
+    assert assistant[-1] == tok.eos_token_id  # the turn ends with EOS, so the model learns to stop
+    assert sum(mask) < len(ids)  # the prompt is not in the mask
+    text = tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert text.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>")
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def test_model_loads_and_generates(tiny):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny[0])
+    model = AutoModelForCausalLM.from_pretrained(tiny[0])
+    assert model.config.model_type == "llama"
+    assert model.config.pad_token_id == tok.pad_token_id
+    tok.padding_side = "left"
+    batch = tok(["Define anemia.", "What is a fever?"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=5, do_sample=False)
+    assert out.shape[0] == 2 and out.shape[1] <= batch["input_ids"].shape[1] + 5
+
+
+def test_minilm_is_a_bert_encoder():
+    from transformers import AutoConfig
+
+    path = assets.minilm_path()
+    assert (path / "model.safetensors").is_file()
+    assert AutoConfig.from_pretrained(path).model_type == "bert"

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from workshop_utils import metrics
+
+
+def test_accuracy_f1_match_hand_computation():
+    preds = [1, 1, 0, 0, 1]
+    refs = [1, 0, 0, 1, 1]
+    out = metrics.accuracy_f1(preds, refs)
+    assert out["accuracy"] == pytest.approx(3 / 5)
+    assert out["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp=2 fp=1 fn=1
+
+
+def test_agrees_with_sklearn():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    preds, refs = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    out = metrics.accuracy_f1(preds, refs)
+    assert out["accuracy"] == pytest.approx(accuracy_score(refs, preds))
+    assert out["f1"] == pytest.approx(f1_score(refs, preds))
+
+
+def test_majority_baseline_on_mrpc_like_balance():
+    train = [1] * 67 + [0] * 33
+    evals = [1] * 68 + [0] * 32
+    out = metrics.majority_baseline(train, evals)
+    assert out["predicts"] == 1 and out["accuracy"] == pytest.approx(0.68)
+
+
+def test_compute_metrics_from_logits():
+    logits = np.array([[2.0, -1.0], [0.1, 0.9], [0.3, 0.2]])
+    assert metrics.compute_classification_metrics((logits, np.array([0, 1, 1])))["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_rouge_l_offline():
+    assert metrics.rouge_l(["the heart beats fast"], ["the heart beats fast"]) == pytest.approx(1.0)
+    assert metrics.rouge_l(["zzz"], ["the heart beats fast"]) == 0.0
+
+
+def test_confusion_rows_are_truth():
+    assert metrics.confusion([1, 0, 1], [1, 1, 0]) == [[0, 1], [1, 1]]

@@ -1,0 +1,49 @@
+import json
+
+import pytest
+
+from workshop_utils import DataError, MissingArtifactError
+from workshop_utils.results import Results
+
+
+def test_record_merges_and_survives_reload(tmp_path):
+    r = Results(tmp_path / "results.json")
+    r.record("01_baseline_evaluation", "classifier", {"accuracy": 0.68})
+    r.record("02_full_finetune_trainer", "classifier", {"before": {"accuracy": 0.5, "f1": 0.6}, "after": {"accuracy": 0.9, "f1": 0.92}})
+    r.record("01_baseline_evaluation", "llm", {"rougeL": 0.1})
+    again = Results(tmp_path / "results.json")
+    assert again.get("01_baseline_evaluation", "classifier") == {"accuracy": 0.68}
+    assert again.get("01_baseline_evaluation", "llm") == {"rougeL": 0.1}
+    pairs = again.before_after_pairs()
+    assert {(p["metric"], p["before"], p["after"]) for p in pairs} == {("accuracy", 0.5, 0.9), ("f1", 0.6, 0.92)}
+
+
+def test_require_names_the_notebook_to_run(tmp_path):
+    r = Results(tmp_path / "results.json")
+    with pytest.raises(MissingArtifactError) as err:
+        r.require("02_full_finetune_trainer", "classifier")
+    assert "02_full_finetune_trainer" in str(err.value) and "run" in str(err.value)
+
+
+def test_numpy_values_are_stored(tmp_path):
+    import numpy as np
+
+    r = Results(tmp_path / "results.json")
+    r.record("x", "y", {"acc": np.float32(0.5), "m": np.array([[1, 2], [3, 4]])})
+    assert json.loads((tmp_path / "results.json").read_text())["x"]["y"] == {"acc": 0.5, "m": [[1, 2], [3, 4]]}
+
+
+def test_corrupt_record_is_a_one_line_error(tmp_path):
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        Results(tmp_path / "results.json").load()
+
+
+def test_profiles_write_to_separate_folders(monkeypatch, tmp_outputs):
+    from workshop_utils.profiles import make_profile
+
+    a = make_profile("smoke", "t", cuda=False, hub=False)
+    b = make_profile("offline", "t", cuda=False, hub=False)
+    Results.for_profile(a).record("n", "k", 1)
+    assert Results.for_profile(b).get("n", "k") is None
+    assert Results.for_profile(a).path.parent.name == "smoke"
