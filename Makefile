@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SHELL  := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip prints one warning per package for unused local index folders on some machines: keep logs readable
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
 .PHONY: setup workshop test test-fast run-all clean-notebooks check-notebooks clean
 
@@ -10,8 +14,8 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt 2>&1 | { $(QUIET_PIP); }
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | { $(QUIET_PIP); }
 	$(BIN)/python -m workshop_utils.setup_check --fix
 	touch $(STAMP)
 
