@@ -105,3 +105,13 @@ def measure(device: str | None = None):
     finally:
         out["seconds"] = time.perf_counter() - start
         out["peak_memory_bytes"] = peak_memory_bytes(device)
+
+
+def eos_rate(stopped: Sequence[bool]) -> float:
+    """Share of generated answers that ended with an end-of-sequence token before the length limit.
+
+    A chat model that never learned to emit EOS keeps talking until ``max_new_tokens``: its answers
+    run on (and cost time) even when their first sentence is right.
+    """
+    flags = [bool(s) for s in stopped]
+    return sum(flags) / len(flags) if flags else 0.0

@@ -100,3 +100,22 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], tit
     ax.set_title(title)
     fig.tight_layout()
     return _finish(fig, save_to)
+
+
+def batch_benchmark(batch_sizes: Sequence[int], samples_per_second: Sequence[float], ms_per_sample: Sequence[float],
+                    title: str = "Inference: batch size vs throughput and latency", save_to=None):
+    """Two panels over batch size: throughput (samples/s, higher is better) and time per sample (ms)."""
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.6, 3.0))
+    labels = [str(b) for b in batch_sizes]
+    left.bar(labels, samples_per_second, color="tab:green")
+    left.set_xlabel("batch size")
+    left.set_ylabel("samples / s")
+    left.set_title("throughput")
+    right.bar(labels, ms_per_sample, color="tab:purple")
+    right.set_xlabel("batch size")
+    right.set_ylabel("ms / sample")
+    right.set_title("time per sample")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, save_to)

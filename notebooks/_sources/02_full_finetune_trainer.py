@@ -1,0 +1,446 @@
+# %% [markdown]
+# # 02 · Fine-tuning a classifier with `Trainer` (full and LoRA)
+#
+# Notebook 01 measured where we start: a pretrained encoder with a random head scores about chance,
+# and always predicting the majority class sets the floor. Now we train, in the standard Hugging Face way:
+#
+# 1. tokenize the sentence pairs, with **truncation** and **dynamic padding**;
+# 2. describe the run with `TrainingArguments` and run it with `Trainer`;
+# 3. look at the learning curve and the confusion matrix, and compare with the baseline;
+# 4. train the same model again with **LoRA** (a few small matrices instead of every weight) and compare
+#    accuracy, time, memory and trainable parameters.
+#
+# The models are saved for notebook 04 (inference with `pipeline`).
+
+# %%
+# The run profile: what this notebook will do on this machine, and why.
+from workshop_utils.profiles import active_profile
+
+profile = active_profile()
+profile.show()
+
+# %%
+import numpy as np
+import transformers
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+
+from workshop_utils import estimates, metrics, plots
+from workshop_utils.data import describe, load_classification_task
+from workshop_utils.paths import display_path
+from workshop_utils.results import Results
+
+SEED = 42
+transformers.set_seed(SEED)
+results = Results.for_profile(profile)
+transformers.logging.set_verbosity_error()  # keeps the expected "newly initialized weights" notice out of the way
+
+# %% [markdown]
+# ## The data
+# The same task as notebook 01: is sentence 2 a paraphrase of sentence 1? (GLUE MRPC with the Hub,
+# `data/paraphrase` offline.)
+
+# %%
+clf_data, text_columns = load_classification_task(profile)
+label_names = ["not_paraphrase", "paraphrase"]
+print(describe(clf_data))
+
+# %% [markdown]
+# ## Tokenization: truncate, but do not pad yet
+# The tokenizer turns each pair into `[CLS] sentence 1 [SEP] sentence 2 [SEP]` token ids. We **truncate**
+# to `max_length` tokens so an unusually long pair cannot blow up memory, and we do **not** pad here.
+#
+# Why not `padding="max_length"`? It pads *every* pair to the same length (512 tokens for BERT if you
+# forget to set `max_length`), and the model then spends almost all of its compute on padding: MRPC
+# pairs are about 50 tokens long. Instead `DataCollatorWithPadding` pads **each batch to its longest
+# pair** when the batch is built. Same results, a fraction of the work (`scripts/benchmark_padding.py`
+# measures the difference).
+
+# %%
+tokenizer = AutoTokenizer.from_pretrained(profile.clf_model)
+
+
+def tokenize(batch):
+    return tokenizer(*[batch[c] for c in text_columns], truncation=True, max_length=profile.clf_max_length)
+
+
+encoded = clf_data.map(tokenize, batched=True, remove_columns=text_columns)
+lengths = np.array([len(ids) for ids in encoded["train"]["input_ids"]])
+print(f"tokens per pair: mean {lengths.mean():.0f}, max {lengths.max()} (truncated at {profile.clf_max_length})")
+print(f"padding everything to {profile.clf_max_length} would make {1 - lengths.mean() / profile.clf_max_length:.0%} of the tokens padding")
+
+# %%
+collator = DataCollatorWithPadding(tokenizer)
+batch = collator([encoded["train"][i] for i in range(8)])
+print("one batch of 8:", {k: tuple(v.shape) for k, v in batch.items()}, "<- padded to the longest of these 8 only")
+
+# %% [markdown]
+# ## The baseline to beat
+# Notebook 01 recorded the untrained model's scores and the majority-class baseline. If you have not
+# run it in this profile, we measure the untrained model here instead (it is the same model with the
+# same seed, so the numbers match).
+
+# %%
+majority = results.get("01_baseline_evaluation", "majority") or metrics.majority_baseline(
+    clf_data["train"]["label"], clf_data["validation"]["label"]
+)
+baseline = results.get("01_baseline_evaluation", "classifier")
+print("baseline from notebook 01:" if baseline else "notebook 01 has not run in this profile: the baseline is measured below, before training.")
+if baseline:
+    print(f"  untrained head accuracy {baseline['accuracy']:.3f}, F1 {baseline['f1']:.3f}; majority class accuracy {majority['accuracy']:.3f}")
+
+# %% [markdown]
+# ## The model
+# The pretrained encoder plus a fresh 2-way head, exactly as in notebook 01. `set_seed` right before
+# creating it makes the random head the same one every run.
+
+# %%
+transformers.set_seed(SEED)
+model = AutoModelForSequenceClassification.from_pretrained(
+    profile.clf_model,
+    num_labels=2,
+    id2label={0: "not_paraphrase", 1: "paraphrase"},
+    label2id={"not_paraphrase": 0, "paraphrase": 1},
+)
+full_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+print(f"trainable parameters: {full_trainable:,} (every weight of the model)")
+
+# %% [markdown]
+# ## `TrainingArguments`: the whole recipe in one place
+# * `eval_strategy="epoch"` / `save_strategy="epoch"`: evaluate and checkpoint after each pass over the data;
+# * `load_best_model_at_end=True` with `metric_for_best_model="accuracy"`: at the end, go back to the best
+#   checkpoint rather than keep the last one (F1 alone would reward calling everything a paraphrase);
+# * `save_total_limit=2` and `save_only_model=True`: keep disk use small; we never resume this run, so
+#   the optimizer state is not needed;
+# * `bf16`/`fp16` on a GPU that supports them (half the memory traffic, same accuracy), fp32 on CPU;
+# * `logging_steps`: the training loss is logged often enough to draw a curve;
+# * `report_to="none"`: no experiment tracker needs to be logged in.
+#
+# The learning rate, batch size and epochs come from the profile: for bert-base on MRPC, 3 epochs at
+# 2e-5 with batch 32 (the BERT paper's search space); the small MiniLM prefers a larger rate.
+
+# %%
+run_dir = profile.outputs() / "checkpoints" / "02-full"
+steps_per_epoch = int(np.ceil(len(encoded["train"]) / profile.clf_batch_size))
+
+training_args = TrainingArguments(
+    output_dir=str(run_dir),
+    num_train_epochs=profile.clf_epochs,
+    learning_rate=profile.clf_learning_rate,
+    per_device_train_batch_size=profile.clf_batch_size,
+    per_device_eval_batch_size=2 * profile.clf_batch_size,
+    weight_decay=0.01,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    load_best_model_at_end=True,
+    metric_for_best_model="accuracy",
+    save_total_limit=2,
+    save_only_model=True,
+    logging_steps=max(1, steps_per_epoch // 5),
+    bf16=profile.bf16,
+    fp16=profile.fp16,
+    use_cpu=profile.use_cpu,
+    seed=SEED,
+    report_to="none",
+)
+
+# %% [markdown]
+# ## `Trainer`: model + arguments + data + how to score
+# `compute_metrics` turns the evaluation logits into accuracy and F1 (`workshop_utils.metrics` computes
+# them locally; `evaluate.load("glue", ...)` would need the Hub).
+
+# %%
+trainer = Trainer(
+    model=model,
+    args=training_args,
+    train_dataset=encoded["train"],
+    eval_dataset=encoded["validation"],
+    processing_class=tokenizer,
+    data_collator=collator,
+    compute_metrics=metrics.compute_classification_metrics,
+)
+
+if baseline is None:
+    measured = trainer.evaluate()
+    baseline = {"accuracy": measured["eval_accuracy"], "f1": measured["eval_f1"]}
+    print(f"untrained head (measured here): accuracy {baseline['accuracy']:.3f}, F1 {baseline['f1']:.3f}")
+
+# %%
+n_train = len(encoded["train"])
+estimates.announce(
+    f"full fine-tuning, {n_train:,} pairs x {profile.clf_epochs:g} epochs",
+    estimates.classifier_train_seconds(profile, n_train, profile.clf_epochs)
+    + estimates.classifier_eval_seconds(profile, len(encoded["validation"])) * profile.clf_epochs,
+)
+with metrics.measure(profile.device) as full_cost:
+    train_output = trainer.train()
+print(f"trained in {full_cost['seconds']:.0f} s, {train_output.metrics['train_samples_per_second']:.1f} samples/s, "
+      f"peak memory {metrics.gib(full_cost['peak_memory_bytes'])}")
+
+# %% [markdown]
+# ## What happened during training
+# The training loss should fall; the evaluation accuracy (right axis) should rise and then level off.
+# If the evaluation loss climbs while the training loss keeps falling, the model is starting to
+# memorise the training pairs: that is what `load_best_model_at_end` protects us from.
+
+# %%
+plots.training_curve(trainer.state.log_history, metric="eval_accuracy", title="Full fine-tuning");
+
+# %%
+prediction = trainer.predict(encoded["validation"])
+predicted = prediction.predictions.argmax(axis=-1)
+after = metrics.accuracy_f1(predicted, prediction.label_ids)
+matrix = metrics.confusion(predicted, prediction.label_ids)
+plots.confusion_matrix(matrix, label_names, title="Fine-tuned, validation");
+print(f"validation after fine-tuning: accuracy {after['accuracy']:.3f}, F1 {after['f1']:.3f}")
+
+# %% [markdown]
+# ## Before and after
+
+# %%
+print(f"{'':>18} accuracy     F1")
+for name, s in (("majority class", majority), ("untrained head", baseline), ("fine-tuned", after)):
+    print(f"{name:>18}   {s['accuracy']:.3f}   {s['f1']:.3f}")
+plots.before_after(
+    {"majority": {"accuracy": majority["accuracy"], "f1": majority["f1"]},
+     "before": {"accuracy": baseline["accuracy"], "f1": baseline["f1"]},
+     "after": after},
+    title="Full fine-tuning",
+);
+
+# %% [markdown]
+# Save the model and its tokenizer together (safetensors), so `pipeline` can load them in notebook 04,
+# and record the numbers.
+
+# %%
+classifier_dir = profile.outputs() / "classifier"
+trainer.save_model(str(classifier_dir))  # model weights (model.safetensors) + config
+tokenizer.save_pretrained(str(classifier_dir))
+results.record("02_full_finetune_trainer", "classifier", {
+    "before": {"accuracy": baseline["accuracy"], "f1": baseline["f1"]},
+    "after": after,
+    "train_seconds": round(full_cost["seconds"], 2),
+    "train_samples_per_second": train_output.metrics["train_samples_per_second"],
+    "peak_memory_bytes": int(full_cost["peak_memory_bytes"]),
+    "trainable_params": full_trainable,
+    "path": display_path(classifier_dir),
+})
+print("saved to", display_path(classifier_dir), ":", sorted(p.name for p in classifier_dir.iterdir()))
+
+# %% [markdown]
+# ## The same model with LoRA
+# Full fine-tuning updates every one of the model's weights and keeps optimizer state for each. LoRA
+# freezes them and learns, next to chosen weight matrices, a low-rank update `B @ A` (rank `r`):
+# a few hundred thousand numbers instead of tens of millions. The new classification head is still
+# trained in full (`modules_to_save`), since it starts random.
+#
+# * `target_modules=["query", "value"]`: the attention projections LoRA adapts (names from BERT's layers);
+# * `r` and `lora_alpha`: the rank and the scale of the update (`alpha / r` multiplies it);
+# * `lora_dropout`: dropout on the LoRA path, a little regularisation.
+#
+# With so few trainable weights, each one has to move further: LoRA usually wants a **higher learning
+# rate** (here 10x the full fine-tuning rate). Same recipe otherwise.
+
+# %%
+from peft import LoraConfig, TaskType, get_peft_model
+
+transformers.set_seed(SEED)
+base = AutoModelForSequenceClassification.from_pretrained(
+    profile.clf_model,
+    num_labels=2,
+    id2label={0: "not_paraphrase", 1: "paraphrase"},
+    label2id={"not_paraphrase": 0, "paraphrase": 1},
+)
+lora_config = LoraConfig(
+    task_type=TaskType.SEQ_CLS,
+    r=profile.lora_r,
+    lora_alpha=profile.lora_alpha,
+    lora_dropout=0.1,
+    target_modules=["query", "value"],
+    modules_to_save=["classifier"],
+)
+lora_model = get_peft_model(base, lora_config)
+lora_model.print_trainable_parameters()
+lora_trainable = sum(p.numel() for p in lora_model.parameters() if p.requires_grad)
+
+# %%
+lora_args = TrainingArguments(
+    output_dir=str(profile.outputs() / "checkpoints" / "02-lora"),
+    num_train_epochs=profile.clf_epochs,
+    learning_rate=10 * profile.clf_learning_rate,
+    per_device_train_batch_size=profile.clf_batch_size,
+    per_device_eval_batch_size=2 * profile.clf_batch_size,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    load_best_model_at_end=True,
+    metric_for_best_model="accuracy",
+    save_total_limit=2,
+    logging_steps=max(1, steps_per_epoch // 5),
+    bf16=profile.bf16,
+    fp16=profile.fp16,
+    use_cpu=profile.use_cpu,
+    seed=SEED,
+    report_to="none",
+)
+lora_trainer = Trainer(
+    model=lora_model,
+    args=lora_args,
+    train_dataset=encoded["train"],
+    eval_dataset=encoded["validation"],
+    processing_class=tokenizer,
+    data_collator=collator,
+    compute_metrics=metrics.compute_classification_metrics,
+)
+estimates.announce("LoRA fine-tuning", 0.7 * estimates.classifier_train_seconds(profile, n_train, profile.clf_epochs))
+with metrics.measure(profile.device) as lora_cost:
+    lora_output = lora_trainer.train()
+lora_eval = lora_trainer.evaluate()
+lora_after = {"accuracy": lora_eval["eval_accuracy"], "f1": lora_eval["eval_f1"]}
+plots.training_curve(lora_trainer.state.log_history, metric="eval_accuracy", title="LoRA fine-tuning");
+
+# %% [markdown]
+# ## Full fine-tuning vs LoRA
+# On a GPU the peak memory is what the training step allocated; on a CPU it is the process's peak
+# resident memory, which can only grow during a session, so there the LoRA number is an upper bound.
+
+# %%
+rows = [
+    ("trainable parameters", f"{full_trainable:,}", f"{lora_trainable:,}"),
+    ("share of the model", "100%", f"{lora_trainable / full_trainable:.2%}"),
+    ("wall time (s)", f"{full_cost['seconds']:.0f}", f"{lora_cost['seconds']:.0f}"),
+    ("samples / s", f"{train_output.metrics['train_samples_per_second']:.1f}", f"{lora_output.metrics['train_samples_per_second']:.1f}"),
+    ("peak memory", metrics.gib(full_cost["peak_memory_bytes"]), metrics.gib(lora_cost["peak_memory_bytes"])),
+    ("accuracy", f"{after['accuracy']:.3f}", f"{lora_after['accuracy']:.3f}"),
+    ("F1", f"{after['f1']:.3f}", f"{lora_after['f1']:.3f}"),
+]
+print(f"{'':>22} | {'full':>12} | {'LoRA':>12}")
+for name, full_value, lora_value in rows:
+    print(f"{name:>22} | {full_value:>12} | {lora_value:>12}")
+
+# %% [markdown]
+# The adapter is a few MB: it is saved alone, and notebook 04 loads it on top of the base model.
+
+# %%
+lora_dir = profile.outputs() / "classifier-lora"
+lora_model.save_pretrained(str(lora_dir))  # adapter_model.safetensors + adapter_config.json
+tokenizer.save_pretrained(str(lora_dir))
+results.record("02_full_finetune_trainer", "lora", {
+    "before": {"accuracy": baseline["accuracy"], "f1": baseline["f1"]},
+    "after": lora_after,
+    "train_seconds": round(lora_cost["seconds"], 2),
+    "train_samples_per_second": lora_output.metrics["train_samples_per_second"],
+    "peak_memory_bytes": int(lora_cost["peak_memory_bytes"]),
+    "trainable_params": lora_trainable,
+    "path": display_path(lora_dir),
+})
+print("saved to", display_path(lora_dir), ":", sorted(p.name for p in lora_dir.iterdir()))
+
+# %% [markdown]
+# ## Self-check
+
+# %%
+assert after["accuracy"] > baseline["accuracy"] + 0.02, (
+    f"fine-tuning did not beat the untrained model ({baseline['accuracy']:.3f} -> {after['accuracy']:.3f}): "
+    "check the learning rate and that the labels line up with the texts"
+)
+assert after["accuracy"] >= majority["accuracy"], (
+    f"the fine-tuned model ({after['accuracy']:.3f}) is no better than always answering the majority class ({majority['accuracy']:.3f})"
+)
+assert lora_trainable < 0.05 * full_trainable, "LoRA should train only a few percent of the weights"
+assert (classifier_dir / "model.safetensors").is_file() and (lora_dir / "adapter_model.safetensors").is_file()
+print(f"✅ fine-tuning raised accuracy from {baseline['accuracy']:.2f} to {after['accuracy']:.2f} "
+      f"(majority class: {majority['accuracy']:.2f}); LoRA reached {lora_after['accuracy']:.2f} training "
+      f"{lora_trainable / full_trainable:.1%} of the weights.")
+
+# %% [markdown]
+# ## Exercises
+# Solutions are in the collapsed cells (click the "..." to open one). They train for a handful of
+# steps on a slice of the data, so they run in seconds; make them longer when you try for real.
+#
+# **1 (easy) · Predict the curve.** Before running anything, sketch the training-loss curve you expect
+# with a learning rate 100x smaller than ours, and with one 20x larger. Then train each for a few steps
+# and plot both. Which one barely moves, and which one jumps around (or gets stuck predicting one class)?
+
+# %% tags=["solution"]
+small = encoded["train"].shuffle(seed=SEED).select(range(min(96, len(encoded["train"]))))
+for factor in (0.01, 20):
+    transformers.set_seed(SEED)
+    lr_model = AutoModelForSequenceClassification.from_pretrained(profile.clf_model, num_labels=2)
+    lr_trainer = Trainer(
+        model=lr_model,
+        args=TrainingArguments(
+            output_dir=str(profile.outputs() / "checkpoints" / "02-exercise-lr"),
+            max_steps=6, learning_rate=factor * profile.clf_learning_rate,
+            per_device_train_batch_size=16, logging_steps=1, save_strategy="no",
+            use_cpu=profile.use_cpu, bf16=profile.bf16, fp16=profile.fp16, seed=SEED, report_to="none",
+        ),
+        train_dataset=small, processing_class=tokenizer, data_collator=collator,
+    )
+    lr_trainer.train()
+    losses = [round(h["loss"], 3) for h in lr_trainer.state.log_history if "loss" in h]
+    print(f"lr x{factor:g}: losses {losses}")
+    plots.training_curve(lr_trainer.state.log_history, title=f"learning rate x{factor:g}")
+# Too small: the loss hardly changes from ln(2) = 0.69, the weights barely move. Too large: the loss
+# jumps, and the model often collapses to one class; with more steps it may never recover.
+
+# %% [markdown]
+# **2 (medium) · One sentence instead of two.** Sentiment analysis classifies single sentences. Build a
+# tiny dataset of reviews (text + label), tokenize it with one text argument instead of two, and
+# fine-tune for a few steps. What in the recipe had to change? (Answer: only the tokenize function and
+# the label names; `Trainer`, the collator and the arguments stay the same.)
+
+# %% tags=["solution"]
+from datasets import Dataset
+
+reviews = Dataset.from_dict({
+    "text": ["a wonderful, warm film", "terrible acting and a silly plot", "I loved every minute",
+             "a bore from start to end", "superb cast, superb story", "tedious and stupid",
+             "funny, moving and beautifully shot", "the worst film this year"],
+    "label": [1, 0, 1, 0, 1, 0, 1, 0],
+})
+reviews_encoded = reviews.map(lambda b: tokenizer(b["text"], truncation=True, max_length=64), batched=True, remove_columns=["text"])
+transformers.set_seed(SEED)
+sentiment_model = AutoModelForSequenceClassification.from_pretrained(
+    profile.clf_model, num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}
+)
+Trainer(
+    model=sentiment_model,
+    args=TrainingArguments(output_dir=str(profile.outputs() / "checkpoints" / "02-exercise-sentiment"), max_steps=8,
+                           learning_rate=1e-4, per_device_train_batch_size=8, save_strategy="no", logging_steps=4,
+                           use_cpu=profile.use_cpu, bf16=profile.bf16, fp16=profile.fp16, seed=SEED, report_to="none"),
+    train_dataset=reviews_encoded, processing_class=tokenizer, data_collator=collator,
+).train()
+probe = tokenizer(["what a lovely story", "a dull and clumsy mess"], padding=True, return_tensors="pt").to(sentiment_model.device)
+print([sentiment_model.config.id2label[i] for i in sentiment_model(**probe).logits.argmax(-1).tolist()])
+
+# %% [markdown]
+# **3 (hard) · Where should LoRA go?** Add `"key"` to `target_modules`, and then also the attention
+# output and feed-forward layers (`"dense"`). How do the trainable parameters grow? Train each for a few
+# steps with the LoRA learning rate. When would the extra parameters be worth it?
+
+# %% tags=["solution"]
+for targets in (["query", "value"], ["query", "key", "value"], ["query", "key", "value", "dense"]):
+    transformers.set_seed(SEED)
+    candidate = get_peft_model(
+        AutoModelForSequenceClassification.from_pretrained(profile.clf_model, num_labels=2),
+        LoraConfig(task_type=TaskType.SEQ_CLS, r=profile.lora_r, lora_alpha=profile.lora_alpha, lora_dropout=0.1,
+                   target_modules=targets, modules_to_save=["classifier"]),
+    )
+    n = sum(p.numel() for p in candidate.parameters() if p.requires_grad)
+    run = Trainer(
+        model=candidate,
+        args=TrainingArguments(output_dir=str(profile.outputs() / "checkpoints" / "02-exercise-targets"), max_steps=4,
+                               learning_rate=10 * profile.clf_learning_rate, per_device_train_batch_size=16,
+                               save_strategy="no", logging_steps=2, use_cpu=profile.use_cpu, bf16=profile.bf16,
+                               fp16=profile.fp16, seed=SEED, report_to="none"),
+        train_dataset=small, processing_class=tokenizer, data_collator=collator,
+    ).train()
+    print(f"{'+'.join(targets):>24}: {n:>9,} trainable ({n / full_trainable:.2%}), train loss {run.training_loss:.3f}")
+# More target modules = more capacity and more memory for optimizer state; on a small dataset like
+# MRPC query+value is usually enough. Adding the feed-forward "dense" layers helps when the task is far
+# from what the model was pretrained on, or when the dataset is large.

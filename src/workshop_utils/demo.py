@@ -1,0 +1,65 @@
+"""Widget plumbing for the live demos in notebook 04, and a clean stop when an artefact is missing.
+
+The model calls stay in the notebook: a demo here only wires a text box and a button to a plain
+function ``callback(text) -> str`` that the notebook defines, so the same function can be called
+directly (which is what CI does, since it has no browser to click in).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from . import MissingArtifactError as _MissingArtifactError
+
+
+class MissingArtifactError(_MissingArtifactError):
+    """A ``workshop_utils.MissingArtifactError`` that Jupyter shows as its one sentence, no stack trace.
+
+    IPython calls ``_render_traceback_`` (when an exception has it) to draw the error; the cell still
+    fails, so a headless run (CI, ``workshop run-all``) still stops and reports it.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"MissingArtifactError: {self}"]
+
+
+def require(path: Path | str, notebook: str) -> Path:
+    """``results.require_artifact`` whose error shows as one sentence in a notebook."""
+    from .results import require_artifact
+
+    try:
+        return require_artifact(path, notebook)
+    except _MissingArtifactError as exc:
+        raise MissingArtifactError(str(exc)) from None
+
+
+def headless() -> bool:
+    """True under CI or the smoke profile, where nobody clicks a button."""
+    return bool(os.environ.get("CI")) or os.environ.get("WORKSHOP_PROFILE", "").lower() == "smoke"
+
+
+def text_demo(title: str, callback: Callable[[str], str], *, value: str = "", placeholder: str = "",
+              button: str = "Run", rows: int = 3):
+    """A Textarea, a button and an output area; clicking shows ``callback(text)``. Returns the widget."""
+    import ipywidgets as widgets
+
+    box = widgets.Textarea(value=value, placeholder=placeholder, rows=rows,
+                           layout=widgets.Layout(width="95%"))
+    run = widgets.Button(description=button, button_style="primary", icon="play")
+    out = widgets.Output(layout=widgets.Layout(border="1px solid #ddd", padding="4px", width="95%"))
+
+    def on_click(_):
+        out.clear_output()
+        with out:
+            run.disabled = True
+            try:
+                print(callback(box.value))
+            except Exception as exc:  # keep the demo alive in front of an audience
+                print(f"{exc.__class__.__name__}: {exc}")
+            finally:
+                run.disabled = False
+
+    run.on_click(on_click)
+    return widgets.VBox([widgets.HTML(f"<b>{title}</b>"), box, run, out])

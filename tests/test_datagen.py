@@ -1,0 +1,262 @@
+"""Tests for the deterministic dataset generators in workshop_utils.datagen."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "data"
+
+try:
+    from workshop_utils import datagen
+except ImportError:  # a plain checkout where the package is not installed
+    sys.path.insert(0, str(ROOT / "src"))
+    from workshop_utils import datagen
+
+EXPECTED_FILES = [
+    Path("paraphrase/train.tsv"),
+    Path("paraphrase/validation.tsv"),
+    Path("medical_terms/train.jsonl"),
+    Path("medical_terms/test.jsonl"),
+]
+REGENERATE = "python src/workshop_utils/datagen.py"
+
+
+@pytest.fixture(scope="module")
+def para():
+    return datagen.make_paraphrase_pairs()
+
+
+@pytest.fixture(scope="module")
+def med():
+    return datagen.make_medical_instructions()
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("generated")
+    paths = datagen.write_all(out)
+    return out, paths
+
+
+# --------------------------------------------------------------------------- #
+# Determinism
+# --------------------------------------------------------------------------- #
+
+def test_paraphrase_generation_is_deterministic(para):
+    assert datagen.make_paraphrase_pairs() == para
+    assert datagen.make_paraphrase_pairs(seed=0) == para
+
+
+def test_medical_generation_is_deterministic(med):
+    assert datagen.make_medical_instructions() == med
+
+
+def test_seed_changes_output(para, med):
+    assert datagen.make_paraphrase_pairs(seed=1) != para
+    assert datagen.make_medical_instructions(seed=1) != med
+
+
+def test_global_random_state_is_neither_used_nor_changed(para):
+    random.seed(12345)
+    state = random.getstate()
+    again = datagen.make_paraphrase_pairs()
+    datagen.make_medical_instructions()
+    assert random.getstate() == state
+    assert again == para
+
+
+def test_write_all_is_byte_identical(tmp_path, written):
+    first_dir, first_paths = written
+    second_paths = datagen.write_all(tmp_path)
+    assert [p.relative_to(first_dir) for p in first_paths] == EXPECTED_FILES
+    assert [p.relative_to(tmp_path) for p in second_paths] == EXPECTED_FILES
+    for rel in EXPECTED_FILES:
+        assert (first_dir / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("rel", EXPECTED_FILES, ids=str)
+def test_committed_data_matches_generator(rel, written):
+    out, _ = written
+    committed = DATA_DIR / rel
+    assert committed.is_file(), f"{committed} is missing; run `{REGENERATE}`"
+    assert committed.read_bytes() == (out / rel).read_bytes(), (
+        f"{committed} differs from the generator output; run `{REGENERATE}`"
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Paraphrase pairs
+# --------------------------------------------------------------------------- #
+
+def test_paraphrase_splits_and_columns(para):
+    assert set(para) == {"train", "validation"}
+    for split, (n_rows, _) in datagen.PARAPHRASE_SIZES.items():
+        rows = para[split]
+        assert len(rows) == n_rows
+        for row in rows:
+            assert list(row) == list(datagen.PARAPHRASE_COLUMNS)
+            assert row["label"] in (0, 1)
+            assert row["sentence1"].strip() and row["sentence2"].strip()
+            assert row["sentence1"] != row["sentence2"]
+    assert 1400 <= len(para["train"]) <= 1800
+    assert 300 <= len(para["validation"]) <= 500
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_paraphrase_label_balance(para, split):
+    positive = sum(r["label"] for r in para[split]) / len(para[split])
+    assert 0.6 <= positive <= 0.72, positive
+
+
+def test_paraphrase_no_duplicates_or_split_overlap(para):
+    def pairs(split):
+        return [(r["sentence1"], r["sentence2"]) for r in para[split]]
+
+    train, val = pairs("train"), pairs("validation")
+    assert len(set(train)) == len(train)
+    assert len(set(val)) == len(val)
+    assert not set(train) & set(val)
+    # stronger: no sentence (in either position) is shared between the splits
+    train_sents = {s for pair in train for s in pair}
+    val_sents = {s for pair in val for s in pair}
+    assert not train_sents & val_sents
+
+
+def test_paraphrase_covers_every_domain_and_frame(para):
+    domains = {f.domain for f in datagen.PARAPHRASE_FRAMES}
+    assert domains == {"business", "sports", "science", "politics", "weather", "tech"}
+    assert len(datagen.PARAPHRASE_FRAMES) >= 12
+
+
+def test_paraphrase_fields_are_tsv_safe(para):
+    quoted = 0
+    for rows in para.values():
+        for row in rows:
+            for key in ("sentence1", "sentence2"):
+                text = row[key]
+                assert "\t" not in text and "\n" not in text and "\r" not in text
+                assert text == text.strip()
+                quoted += '"' in text
+    assert quoted >= 50, "expected some sentences with quoted speech"
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_tsv_file_format(written, para, split):
+    out, _ = written
+    path = out / "paraphrase" / f"{split}.tsv"
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n") and b"\r" not in raw
+    lines = raw.decode("utf-8").split("\n")[:-1]
+    assert lines[0] == "label\tsentence1\tsentence2"
+    assert all(line.count("\t") == 2 for line in lines)
+    assert any('"' in line for line in lines[1:])
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        parsed = [
+            {"label": int(r["label"]), "sentence1": r["sentence1"], "sentence2": r["sentence2"]}
+            for r in reader
+        ]
+    assert parsed == para[split]
+
+
+def test_tsv_loads_with_datasets(written, para, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out, _ = written
+    ds = datasets.load_dataset(
+        "csv",
+        data_files={"validation": str(out / "paraphrase" / "validation.tsv")},
+        delimiter="\t",
+        quoting=csv.QUOTE_NONE,
+        cache_dir=str(tmp_path / "hf_cache"),
+    )["validation"]
+    assert ds.column_names == list(datagen.PARAPHRASE_COLUMNS)
+    assert ds.num_rows == len(para["validation"])
+    assert ds[:5]["sentence1"] == [r["sentence1"] for r in para["validation"][:5]]
+    assert sum(ds["label"]) == sum(r["label"] for r in para["validation"])
+
+
+def test_number_words():
+    assert datagen.number_words(0) == "zero"
+    assert datagen.number_words(13) == "thirteen"
+    assert datagen.number_words(40) == "forty"
+    assert datagen.number_words(72) == "seventy-two"
+    with pytest.raises(ValueError):
+        datagen.number_words(100)
+
+
+# --------------------------------------------------------------------------- #
+# Medical-terms instructions
+# --------------------------------------------------------------------------- #
+
+def test_medical_splits_and_fields(med):
+    assert set(med) == {"train", "test"}
+    for rows in med.values():
+        for row in rows:
+            assert set(row) == {"instruction", "response", "term"}
+            assert all(isinstance(v, str) and v.strip() for v in row.values())
+            assert row["term"] in row["instruction"]
+            assert row["response"].lower().startswith(row["term"].lower() + " ")
+            assert row["response"].endswith(".")
+            assert len(row["response"].split()) <= 60
+
+
+def test_medical_sizes(med):
+    n_train, n_test = len(med["train"]), len(med["test"])
+    assert 400 <= n_train <= 600
+    assert 60 <= n_test <= 100
+    assert 0.10 <= n_test / (n_train + n_test) <= 0.20
+    assert 100 <= len(datagen.MEDICAL_GLOSSARY) <= 150
+
+
+def test_medical_glossary_is_well_formed():
+    terms = [t for t, _ in datagen.MEDICAL_GLOSSARY]
+    assert len(set(terms)) == len(terms)
+    for term, definition in datagen.MEDICAL_GLOSSARY:
+        assert definition.startswith(("is ", "are ")), term
+        assert definition.endswith(".") and "\n" not in definition
+
+
+def test_medical_no_instruction_overlap(med):
+    train = [r["instruction"] for r in med["train"]]
+    test = [r["instruction"] for r in med["test"]]
+    assert len(set(train)) == len(train)
+    assert len(set(test)) == len(test)
+    assert not set(train) & set(test)
+
+
+def test_medical_test_uses_held_out_templates_of_seen_terms(med):
+    train_terms = {r["term"] for r in med["train"]}
+    assert train_terms == {t for t, _ in datagen.MEDICAL_GLOSSARY}
+    assert {r["term"] for r in med["test"]} <= train_terms
+    # the same term is answered the same way in both splits
+    answer = {r["term"]: r["response"] for r in med["train"]}
+    assert all(answer[r["term"]] == r["response"] for r in med["test"])
+    # every template is used in both splits
+    def templates(rows):
+        found = set()
+        for r in rows:
+            for i, tpl in enumerate(datagen.MEDICAL_TEMPLATES):
+                be = "are" if r["response"][len(r["term"]):].startswith(" are ") else "is"
+                if tpl.format(term=r["term"], be=be) == r["instruction"]:
+                    found.add(i)
+        return found
+
+    assert templates(med["train"]) == set(range(len(datagen.MEDICAL_TEMPLATES)))
+    assert templates(med["test"]) == set(range(len(datagen.MEDICAL_TEMPLATES)))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_jsonl_file_format(written, med, split):
+    out, _ = written
+    raw = (out / "medical_terms" / f"{split}.jsonl").read_bytes()
+    assert raw.endswith(b"\n") and b"\r" not in raw
+    rows = [json.loads(line) for line in raw.decode("utf-8").splitlines()]
+    assert rows == med[split]
