@@ -8,7 +8,7 @@ SHELL  := /bin/bash
 # pip prints one warning per package for unused local index folders on some machines: keep logs readable
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup workshop test test-fast run-all clean-notebooks check-notebooks clean
+.PHONY: setup workshop test test-rerun test-fast run-all clean-notebooks check-notebooks clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,11 @@ workshop: setup
 	$(BIN)/jupyter lab notebooks/
 
 test: setup
-	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests notebooks --nbval-lax --timeout=900
+	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests notebooks --nbval-lax --timeout=900 --ignore=tests/test_rerun.py
+
+# every notebook alone in a fresh kernel, then twice in a row with equal metrics (~20 min on 2 cores)
+test-rerun: setup
+	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests/test_rerun.py
 
 test-fast: setup
 	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests -m "not slow" --timeout=600

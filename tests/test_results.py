@@ -47,3 +47,13 @@ def test_profiles_write_to_separate_folders(monkeypatch, tmp_outputs):
     Results.for_profile(a).record("n", "k", 1)
     assert Results.for_profile(b).get("n", "k") is None
     assert Results.for_profile(a).path.parent.name == "smoke"
+
+
+def test_workshop_errors_render_as_one_line_in_jupyter(tmp_path):
+    from workshop_utils.results import require_artifact
+
+    with pytest.raises(MissingArtifactError) as err:
+        require_artifact(tmp_path / "classifier", "02_full_finetune_trainer")
+    shown = err.value._render_traceback_()
+    assert len(shown) == 1 and shown[0].startswith("MissingArtifactError: ")
+    assert "run notebooks/02_full_finetune_trainer.ipynb" in shown[0]

@@ -12,7 +12,15 @@ __version__ = "0.1.0"
 
 
 class WorkshopError(Exception):
-    """An error whose message is one line saying what is wrong and how to fix it."""
+    """An error whose message is one line saying what is wrong and how to fix it.
+
+    In Jupyter it shows as that line alone, without a stack trace (IPython calls
+    ``_render_traceback_`` when an exception has one); the cell still fails, so CI and
+    ``workshop run-all`` still stop on it.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 class DataError(WorkshopError, ValueError):

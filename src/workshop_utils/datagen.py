@@ -6,8 +6,9 @@ that are produced entirely by the code in this module:
 * ``data/paraphrase/{train,validation}.tsv`` -- a sentence-pair paraphrase task
   in the style of GLUE MRPC (``label<TAB>sentence1<TAB>sentence2``).  Positive
   pairs (label 1) describe the same fictional event in different words;
-  negative pairs (label 0) share most of their words but differ in one fact:
-  a number, a name, a date, a direction, a negation or who did what to whom.
+  negative pairs (label 0) mostly share many of their words but differ in one
+  or two facts: a number, a name, a date, a direction, a negation or who did
+  what to whom (a few are simply a different event of the same kind).
 * ``data/medical_terms/{train,test}.jsonl`` -- a small instruction-tuning set
   built from a hand-written glossary of common medical terms.
 

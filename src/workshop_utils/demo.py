@@ -11,28 +11,13 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from . import MissingArtifactError as _MissingArtifactError
-
-
-class MissingArtifactError(_MissingArtifactError):
-    """A ``workshop_utils.MissingArtifactError`` that Jupyter shows as its one sentence, no stack trace.
-
-    IPython calls ``_render_traceback_`` (when an exception has it) to draw the error; the cell still
-    fails, so a headless run (CI, ``workshop run-all``) still stops and reports it.
-    """
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"MissingArtifactError: {self}"]
 
 
 def require(path: Path | str, notebook: str) -> Path:
-    """``results.require_artifact`` whose error shows as one sentence in a notebook."""
+    """``results.require_artifact``: the path, or a one-sentence error naming what makes it."""
     from .results import require_artifact
 
-    try:
-        return require_artifact(path, notebook)
-    except _MissingArtifactError as exc:
-        raise MissingArtifactError(str(exc)) from None
+    return require_artifact(path, notebook)
 
 
 def headless() -> bool:
