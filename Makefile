@@ -20,7 +20,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	touch $(STAMP)
 
 workshop: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 test: setup
 	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests notebooks --nbval-lax --timeout=900 --ignore=tests/test_rerun.py

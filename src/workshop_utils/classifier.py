@@ -1,7 +1,7 @@
 """`workshop train-classifier`: notebook 02's recipe as a command, for a terminal or a job scheduler.
 
     workshop train-classifier --train train.tsv --validation validation.tsv --output-dir runs/mrpc
-    accelerate launch --num_processes 2 --cpu -m workshop_utils.cli train-classifier ...   # data parallel
+    accelerate launch --multi_gpu --num_processes 2 -m workshop_utils.cli train-classifier ...   # data parallel (CPU too)
 
 What it does, in order: read and validate the files (one-line errors), evaluate the pretrained encoder
 with its fresh classification head ("before"), fine-tune it with ``Trainer`` (optionally LoRA), evaluate
