@@ -382,18 +382,23 @@ def load_instruction_files(
         prompts = sorted({r["instruction"] for r in rows})
         if len(prompts) < 2:
             raise DataError(f"{tables['train'].path}: needs at least 2 different instructions to hold one out for evaluation")
-        random.Random(seed).shuffle(prompts)
-        n_test = min(len(prompts) - 1, max(1, round(len(prompts) * test_fraction)))
-        held = set(prompts[:n_test])
-        train = [r for r in rows if r["instruction"] not in held]
-        test = [r for r in rows if r["instruction"] in held]
-        # keep one row per held-out prompt: the evaluation asks each question once
-        seen: set[str] = set()
-        test = [r for r in test if not (r["instruction"] in seen or seen.add(r["instruction"]))]
+        train, test = _split_by_prompt(rows, test_fraction, seed)
     limits = max_rows or {}
     train = _subset(train, limits.get("train"), seed)
     test = _subset(test, limits.get("test"), seed)
     return DatasetDict({"train": Dataset.from_list(train), "test": Dataset.from_list(test)})
+
+
+def _split_by_prompt(rows: list[dict[str, str]], test_fraction: float, seed: int):
+    """Hold out whole prompts (no instruction in both splits), one row per held-out prompt."""
+    prompts = sorted({r["instruction"] for r in rows})
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[: min(len(prompts) - 1, max(1, round(len(prompts) * test_fraction)))])
+    train = [r for r in rows if r["instruction"] not in held]
+    seen: set[str] = set()
+    # the evaluation asks each held-out question once
+    test = [r for r in rows if r["instruction"] in held and not (r["instruction"] in seen or seen.add(r["instruction"]))]
+    return train, test
 
 
 def load_instruction_task(profile=None, *, source: str | None = None, fields: Sequence[str] | None = None, **kwargs):
@@ -428,12 +433,7 @@ def _load_hub_instructions(source: str, fields: Sequence[str], *, max_rows=None,
         for r in raw
         if r[fields[0]] and r[fields[1]]
     ]
-    prompts = sorted({r["instruction"] for r in rows})
-    random.Random(seed).shuffle(prompts)
-    held = set(prompts[: max(1, round(len(prompts) * test_fraction))])
-    train = [r for r in rows if r["instruction"] not in held]
-    seen: set[str] = set()
-    test = [r for r in rows if r["instruction"] in held and not (r["instruction"] in seen or seen.add(r["instruction"]))]
+    train, test = _split_by_prompt(rows, test_fraction, seed)
     limits = max_rows or {}
     return DatasetDict(
         {
