@@ -22,10 +22,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 workshop: setup
 	$(BIN)/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
+# unit tests, every notebook alone and twice in a row (tests/test_rerun.py), then the series in order (nbval)
 test: setup
-	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests notebooks --nbval-lax --timeout=900 --ignore=tests/test_rerun.py
+	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests notebooks --nbval-lax --timeout=900 --durations=15
 
-# every notebook alone in a fresh kernel, then twice in a row with equal metrics (~20 min on 2 cores)
+# only the rerun/restart checks
 test-rerun: setup
 	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests/test_rerun.py
 

@@ -131,6 +131,39 @@ def test_single_sentence_text_labels(tmp_path):
     assert m["text_columns"] == ["text"] and m["label_names"] == ["negative", "positive"]
 
 
+def test_lora_trains_an_adapter_that_reloads(tmp_path, slice_files, finished_run):
+    """`--lora`: a small fraction of the weights train, the adapter (with its head) is saved as
+    safetensors, and loading it back on the base model scores what the run recorded."""
+    out = tmp_path / "lora"
+    # LoRA needs a larger step size than full fine-tuning (the command's default is the profile's x10)
+    proc = _train(tmp_path, *slice_files, out, "--lora", "--learning-rate", "2e-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m, full = _metrics(out), _metrics(finished_run[0])
+    assert m["lora"] is True and "LoRA" in proc.stdout
+    assert m["trainable_params"] < full["trainable_params"] / 20, (m["trainable_params"], full["trainable_params"])
+    assert m["after"]["accuracy"] > m["before"]["accuracy"], m
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "metrics.json"} <= names, names
+    assert "model.safetensors" not in names, "with --lora only the adapter is saved"
+
+    import numpy as np
+    import torch
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    from workshop_utils.data import load_classification_files
+
+    model = AutoPeftModelForSequenceClassification.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    val = load_classification_files({"train": slice_files[0], "validation": slice_files[1]})["validation"]
+    with torch.no_grad():
+        enc = tok(list(val["sentence1"]), list(val["sentence2"]), truncation=True, max_length=64, padding=True, return_tensors="pt")
+        pred = model(**enc).logits.argmax(-1).numpy()
+    accuracy = float(np.mean(pred == np.array(val["label"])))
+    # padding to the longest row of all (not of each batch) may flip one borderline row, no more
+    assert abs(accuracy - m["after"]["accuracy"]) <= 1 / len(pred) + 1e-9, (accuracy, m["after"])
+
+
 # --------------------------------------------------------------------------- data parallel
 def test_accelerate_two_cpu_processes(tmp_path, slice_files, finished_run):
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -194,13 +227,16 @@ def _bad_case(tmp_path: Path, case: str) -> tuple[list[str], str]:
     elif case == "duplicate rows across splits":
         _tsv(val, [GOOD[0]])
         expect = "overlap"
+    elif case == "jsonl line that is not JSON":
+        train = write(tmp_path / "train.jsonl", '{"label": 1, "sentence1": "A b.", "sentence2": "B a."}\n{"label": 0, "sentence1": oops\n')
+        expect = "train.jsonl: row 2 (line 2): not valid JSON"
     elif case == "model folder missing":
         extra, expect = ["--model", str(tmp_path / "no-model")], "--model"
     return ["train-classifier", "--train", str(train), "--validation", str(val), "--output-dir", str(tmp_path / "out"), *extra], expect
 
 
 BAD_CASES = ["missing file", "empty file", "missing column", "unknown label", "text labels without names",
-             "undecodable bytes", "duplicate rows across splits", "model folder missing"]
+             "undecodable bytes", "duplicate rows across splits", "jsonl line that is not JSON", "model folder missing"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

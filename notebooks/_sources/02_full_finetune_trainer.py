@@ -59,7 +59,12 @@ print(describe(clf_data))
 # forget to set `max_length`), and the model then spends almost all of its compute on padding: MRPC
 # pairs are about 50 tokens long. Instead `DataCollatorWithPadding` pads **each batch to its longest
 # pair** when the batch is built. Same results, a fraction of the work (`scripts/benchmark_padding.py`
-# measures the difference).
+# measures the difference: 25x more training samples per second on a 2-core CPU).
+#
+# One step further would be to put pairs of similar length in the same batch
+# (`TrainingArguments(train_sampling_strategy="group_by_length")`), so even less padding is left. It is
+# another 1.3-1.4x on a CPU, but batches that are sorted by length are less random, and in our runs
+# the model learned less with them; we leave it off.
 
 # %%
 tokenizer = AutoTokenizer.from_pretrained(profile.clf_model)
@@ -239,7 +244,12 @@ print("saved to", display_path(classifier_dir), ":", sorted(p.name for p in clas
 # a few hundred thousand numbers instead of tens of millions. The new classification head is still
 # trained in full (`modules_to_save`), since it starts random.
 #
-# * `target_modules=["query", "value"]`: the attention projections LoRA adapts (names from BERT's layers);
+# * `target_modules`: which weight matrices get an adapter. The names are BERT's: `query`, `key`,
+#   `value` are the attention projections, and `dense` matches every other linear layer (attention
+#   output, the feed-forward layers, the pooler). The original LoRA paper adapted only `query` and
+#   `value`; the QLoRA paper found that adapting *every* linear layer is what matches full
+#   fine-tuning. We do the latter: on this workshop's short runs, query+value alone barely leaves the
+#   majority class (exercise 3 lets you see it);
 # * `r` and `lora_alpha`: the rank and the scale of the update (`alpha / r` multiplies it);
 # * `lora_dropout`: dropout on the LoRA path, a little regularisation.
 #
@@ -261,7 +271,7 @@ lora_config = LoraConfig(
     r=profile.lora_r,
     lora_alpha=profile.lora_alpha,
     lora_dropout=0.1,
-    target_modules=["query", "value"],
+    target_modules=["query", "key", "value", "dense"],
     modules_to_save=["classifier"],
 )
 lora_model = get_peft_model(base, lora_config)
@@ -296,7 +306,8 @@ lora_trainer = Trainer(
     data_collator=collator,
     compute_metrics=metrics.compute_classification_metrics,
 )
-estimates.announce("LoRA fine-tuning", 0.7 * estimates.classifier_train_seconds(profile, n_train, profile.clf_epochs))
+# as long as full fine-tuning on a CPU: gradients still flow back through every frozen layer
+estimates.announce("LoRA fine-tuning", estimates.classifier_train_seconds(profile, n_train, profile.clf_epochs))
 with metrics.measure(profile.device) as lora_cost:
     lora_output = lora_trainer.train()
 lora_eval = lora_trainer.evaluate()
@@ -419,12 +430,14 @@ probe = tokenizer(["what a lovely story", "a dull and clumsy mess"], padding=Tru
 print([sentiment_model.config.id2label[i] for i in sentiment_model(**probe).logits.argmax(-1).tolist()])
 
 # %% [markdown]
-# **3 (hard) · Where should LoRA go?** Add `"key"` to `target_modules`, and then also the attention
-# output and feed-forward layers (`"dense"`). How do the trainable parameters grow? Train each for a few
-# steps with the LoRA learning rate. When would the extra parameters be worth it?
+# **3 (hard) · Where should LoRA go?** Our adapter sits on every linear layer. The original LoRA paper
+# used only `"query"` and `"value"`. Predict first: with a quarter of the adapter's parameters, will
+# query+value learn as fast? Train `["query", "value"]`, `["query", "key", "value"]` and ours for the same
+# few steps at the LoRA learning rate and compare trainable parameters and training loss. When would
+# the smaller adapter be the better choice?
 
 # %% tags=["solution"]
-for targets in (["query", "value"], ["query", "key", "value"], ["query", "key", "value", "dense"]):
+for targets in (["query", "value"], ["query", "key", "value"], lora_config.target_modules):
     transformers.set_seed(SEED)
     candidate = get_peft_model(
         AutoModelForSequenceClassification.from_pretrained(profile.clf_model, num_labels=2),
@@ -434,13 +447,14 @@ for targets in (["query", "value"], ["query", "key", "value"], ["query", "key", 
     n = sum(p.numel() for p in candidate.parameters() if p.requires_grad)
     run = Trainer(
         model=candidate,
-        args=TrainingArguments(output_dir=str(profile.outputs() / "checkpoints" / "02-exercise-targets"), max_steps=4,
+        args=TrainingArguments(output_dir=str(profile.outputs() / "checkpoints" / "02-exercise-targets"), max_steps=10,
                                learning_rate=10 * profile.clf_learning_rate, per_device_train_batch_size=16,
                                save_strategy="no", logging_steps=2, use_cpu=profile.use_cpu, bf16=profile.bf16,
                                fp16=profile.fp16, seed=SEED, report_to="none"),
         train_dataset=small, processing_class=tokenizer, data_collator=collator,
     ).train()
     print(f"{'+'.join(targets):>24}: {n:>9,} trainable ({n / full_trainable:.2%}), train loss {run.training_loss:.3f}")
-# More target modules = more capacity and more memory for optimizer state; on a small dataset like
-# MRPC query+value is usually enough. Adding the feed-forward "dense" layers helps when the task is far
-# from what the model was pretrained on, or when the dataset is large.
+# Query+value has about a quarter of the parameters and its loss falls more slowly over the same steps:
+# fewer matrices can move, and the feed-forward layers, which hold much of what the model knows, stay
+# frozen. The smaller adapter is the better choice when memory for optimizer state or adapter size is
+# what limits you (many adapters served beside one base model), or with long runs where it catches up.

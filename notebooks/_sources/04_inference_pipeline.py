@@ -22,6 +22,16 @@ from workshop_utils.profiles import active_profile
 profile = active_profile()
 profile.show()
 
+# %% [markdown]
+# This notebook uses what notebooks 02 and 03 saved. We check for both now, so that a missing one
+# stops the notebook here, with one sentence naming the notebook to run first, rather than half-way.
+
+# %%
+from workshop_utils import demo
+
+classifier_dir = demo.require(profile.outputs() / "classifier", "02_full_finetune_trainer")
+adapter_dir = demo.require(profile.outputs() / "sft-adapter", "03_qlora_llama3_sft")
+
 # %%
 import time
 
@@ -30,7 +40,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-from workshop_utils import demo, estimates, metrics, plots
+from workshop_utils import estimates, metrics, plots
 from workshop_utils.data import load_classification_task, load_instruction_task
 from workshop_utils.paths import display_path
 from workshop_utils.results import Results
@@ -49,7 +59,6 @@ pd.set_option("display.max_colwidth", 90)
 # `id2label`) and the tokenizer, so the pipeline tokenizes exactly as in training.
 
 # %%
-classifier_dir = demo.require(profile.outputs() / "classifier", "02_full_finetune_trainer")
 classifier = pipeline(
     "text-classification",
     model=str(classifier_dir),
@@ -138,7 +147,6 @@ plots.batch_benchmark(benchmark["batch size"], benchmark["samples/s"], benchmark
 # %%
 from peft import PeftModel
 
-adapter_dir = demo.require(profile.outputs() / "sft-adapter", "03_qlora_llama3_sft")
 tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
 tokenizer.padding_side = "left"
 dtype = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else torch.float32

@@ -8,7 +8,16 @@ Importing this package is cheap: heavy libraries are imported inside the functio
 so a profile can switch the Hugging Face libraries to offline mode *before* they are imported.
 """
 
+import logging as _logging
+
 __version__ = "0.1.0"
+
+# Import-time warnings from optional fast paths that this stack never uses on a CPU, printed every
+# time transformers/peft import them and alarming to attendees ("Failed to load ..."):
+# torchao's CUDA-only .so files, bitsandbytes' optional `kernels` package for CPU 4-bit matmuls,
+# and torch's notice about its own Enum registration. Real errors from these libraries still show.
+for _name in ("torchao", "bitsandbytes.backends.cpu.ops", "torch.utils._pytree"):
+    _logging.getLogger(_name).setLevel(_logging.ERROR)
 
 
 class WorkshopError(Exception):
