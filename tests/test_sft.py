@@ -203,10 +203,10 @@ GOOD = [{"instruction": f"Define term {i}.", "response": f"Term {i} is a word."}
 
 BAD_INPUTS = {
     "missing file": (lambda d: d / "nope.jsonl", "nope.jsonl: file not found"),
-    "empty file": (lambda d: write(d / "empty.jsonl", ""), "empty.jsonl: file is empty"),
-    "missing field": (lambda d: _jsonl(d / "f.jsonl", [{"instruction": "a", "answer": "b"}]), "missing field 'response'"),
+    "empty file": (lambda d: write(d / "empty.jsonl", ""), "empty.jsonl: file is empty; it needs one JSON object per line"),
+    "missing field": (lambda d: _jsonl(d / "f.jsonl", [{"instruction": "a", "answer": "b"}]), "missing field 'response' (found: instruction, answer); rename the field or pass the right name (--instruction-field / --response-field)"),
     "not json": (lambda d: write(d / "j.jsonl", json.dumps(GOOD[0]) + "\n{oops\n"), "j.jsonl: row 2 (line 2): not valid JSON"),
-    "bad bytes": (lambda d: write(d / "b.jsonl", json.dumps(GOOD[0]).encode() + b"\n\xff\xfe\n"), "not valid UTF-8"),
+    "bad bytes": (lambda d: write(d / "b.jsonl", json.dumps(GOOD[0]).encode() + b"\n\xff\xfe\n"), "b.jsonl: line 2 (row 2), byte"),
     "shared prompt": (
         lambda d: (_jsonl(d / "s" / "train.jsonl", GOOD), _jsonl(d / "s" / "test.jsonl", [GOOD[2]]))[0].parent,
         "same text as train.jsonl row 3",

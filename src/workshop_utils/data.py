@@ -56,12 +56,14 @@ def _read_text(path: Path) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
+        row = line if path.suffix.lower() == ".jsonl" else max(1, line - 1)  # csv/tsv: line 1 is the header
         raise DataError(
-            f"{path}: line {line} (row {max(1, line - 1)}), byte {exc.start}: not valid UTF-8 "
+            f"{path}: line {line} (row {row}), byte {exc.start}: not valid UTF-8 "
             f"({raw[exc.start:exc.start + 1]!r}); re-save the file as UTF-8"
         ) from None
     if not text.strip():
-        raise DataError(f"{path}: file is empty; it needs a header line and at least one row")
+        need = "one JSON object per line" if path.suffix.lower() == ".jsonl" else "a header line and at least one row"
+        raise DataError(f"{path}: file is empty; it needs {need}")
     return text
 
 
@@ -147,12 +149,13 @@ def _read_jsonl(path: Path, text: str) -> Table:
 
 
 # --------------------------------------------------------------------------- checks
-def require_columns(table: Table, needed: Sequence[str], what: str = "column") -> None:
+def require_columns(table: Table, needed: Sequence[str], what: str = "column",
+                    options: str = "--text-columns / --label-column") -> None:
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise DataError(
             f"{table.path}: missing {what} '{missing[0]}' (found: {', '.join(table.columns)}); "
-            f"rename the column or pass the right name (e.g. --text-columns / --label-column)"
+            f"rename the {what} or pass the right name ({options})"
         )
     for index, row in enumerate(table.rows):
         for col in needed:
@@ -365,7 +368,7 @@ def load_instruction_files(
     tables = {split: read_table(p) for split, p in files.items() if split in ("train", "test")}
     fields = [instruction_field, response_field]
     for table in tables.values():
-        require_columns(table, fields, what="field")
+        require_columns(table, fields, what="field", options="--instruction-field / --response-field")
         for index, row in enumerate(table.rows):
             for f in fields:
                 if not isinstance(row[f], str):
