@@ -95,6 +95,7 @@ def test_end_to_end_metrics_and_artefacts(finished_run):
     names = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "metrics.json"} <= names
     assert not any(n.endswith(".bin") and n != "training_args.bin" for n in names), names
+    assert not [n for n in names if n.startswith("checkpoint-")], names  # checkpoints were only for resuming
     assert not any(n.startswith("checkpoint-") for n in names), "checkpoints are removed once the run finished"
     assert "before fine-tuning" in proc.stdout and "after fine-tuning" in proc.stdout
 
@@ -114,6 +115,39 @@ def test_refuses_to_overwrite_a_finished_run(finished_run, slice_files, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "--overwrite" in err[0]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before and (out / "metrics.json").read_text() == text
+
+
+@pytest.mark.parametrize("command", ["classifier", "sft"])
+def test_overwrite_removes_only_what_the_command_wrote(command, tmp_path):
+    """--overwrite clears the earlier run's checkpoints and metrics; an attendee's own files stay."""
+    import importlib
+
+    clear = importlib.import_module(f"workshop_utils.{command}").clear_previous_run
+    out = tmp_path / "run"
+    write(out / "checkpoint-6" / "model.safetensors", "x")
+    write(out / "metrics.json", "{}")
+    mine = {"my_notes.md": "my notes", "checkpoint-best-by-hand/notes.txt": "kept", "data/train.tsv": "label\n1\n"}
+    for name, text in mine.items():
+        write(out / name, text)
+    clear(out)
+    assert not (out / "checkpoint-6").exists() and not (out / "metrics.json").exists()
+    assert {name: (out / name).read_text() for name in mine} == mine
+
+
+@pytest.mark.parametrize("command", ["train-classifier", "sft"])
+def test_refuses_a_folder_the_trainer_would_delete(command, tmp_path, capsys, tmp_outputs):
+    """transformers rotates every checkpoint-* folder in output_dir: a user's look-alike stops the run first."""
+    out = tmp_path / "run"
+    mine = write(out / "checkpoint-best" / "notes.txt", "my best model, picked by hand")
+    if command == "sft":
+        argv = ["sft", "--output-dir", str(out)]
+    else:
+        train, val = _tsv(tmp_path / "train.tsv", GOOD), _tsv(tmp_path / "validation.tsv", GOOD_VAL)
+        argv = ["train-classifier", "--train", str(train), "--validation", str(val), "--output-dir", str(out)]
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "checkpoint-best" in err[0] and "rename" in err[0], err
+    assert mine.read_text(encoding="utf-8") == "my best model, picked by hand"
 
 
 def test_single_sentence_text_labels(tmp_path):

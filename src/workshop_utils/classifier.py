@@ -93,7 +93,7 @@ def complete_checkpoints(folder: Path) -> list[Path]:
 
 def plan_output_dir(out: Path, overwrite: bool) -> Path | None:
     """Check ``out`` and return the checkpoint to resume from (or None). Raises on a finished run."""
-    from .paths import display_path
+    from .paths import display_path, refuse_checkpoint_lookalikes
 
     if out.exists() and not out.is_dir():
         raise WorkshopError(f"{display_path(out)}: exists and is a file; pass a folder to --output-dir")
@@ -102,13 +102,14 @@ def plan_output_dir(out: Path, overwrite: bool) -> Path | None:
             f"{display_path(out)} already holds a finished run ({METRICS_FILE}); "
             "pass --overwrite to replace it or choose another --output-dir"
         )
+    refuse_checkpoint_lookalikes(out)
     if overwrite:
         return None
     checkpoints = complete_checkpoints(out)
     return checkpoints[-1] if checkpoints else None
 
 
-def _clear_previous_run(out: Path) -> None:
+def clear_previous_run(out: Path) -> None:
     """--overwrite: remove what an earlier run of this command wrote (and nothing else)."""
     for child in out.iterdir() if out.is_dir() else []:
         if _CHECKPOINT_RE.match(child.name) and child.is_dir():
@@ -279,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
         f"{', LoRA' if args.lora else ''}; profile '{profile.name}' ({profile.device}/{profile.precision})"
     )
     if args.overwrite and _is_main():
-        _clear_previous_run(out)
+        clear_previous_run(out)
     before = _scores(trainer.evaluate())
     _say(f"before fine-tuning: accuracy {before['accuracy']:.4f}, F1 {before['f1']:.4f}")
 
@@ -331,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
             "peak_memory_bytes": peak,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        for ckpt in complete_checkpoints(out) + [p for p in out.glob("checkpoint-*") if p.is_dir()]:
+        for ckpt in [p for p in out.iterdir() if p.is_dir() and _CHECKPOINT_RE.match(p.name)]:
             shutil.rmtree(ckpt, ignore_errors=True)  # the final model is in DIR; checkpoints were for resuming
         tmp = out / (METRICS_FILE + ".tmp")
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

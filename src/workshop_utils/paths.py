@@ -55,3 +55,23 @@ def display_path(path: os.PathLike | str) -> str:
         return str(p.resolve().relative_to(repo_root()))
     except ValueError:
         return str(p)
+
+
+def refuse_checkpoint_lookalikes(out: os.PathLike | str) -> None:
+    """Stop before training when ``out`` holds a folder the Trainer would take for one of its checkpoints.
+
+    With ``save_total_limit`` set, transformers rotates *every* ``checkpoint-*`` folder in its
+    ``output_dir`` (by modification time), so a user's ``checkpoint-best`` would be deleted. Folders named
+    ``checkpoint-<step>`` are what a Trainer writes (an earlier or interrupted run) and are left to it.
+    """
+    from . import WorkshopError
+
+    folder = Path(out)
+    if not folder.is_dir():
+        return
+    for child in sorted(folder.glob("checkpoint-*")):
+        if child.is_dir() and not child.name[len("checkpoint-"):].isdigit():
+            raise WorkshopError(
+                f"{display_path(child)}: the Trainer treats every checkpoint-* folder in --output-dir as its own "
+                "and may delete it; rename that folder or choose another --output-dir"
+            )

@@ -430,15 +430,25 @@ def _positive(name: str, value: int | None) -> None:
         raise WorkshopError(f"--{name} must be a positive number, got {value}")
 
 
+def _trainer_checkpoints(output_dir: Path) -> list[Path]:
+    """The ``checkpoint-<step>`` folders the Trainer wrote (not a user's ``checkpoint-best`` or similar)."""
+    return [p for p in output_dir.glob(CHECKPOINT_PREFIX + "*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+
+
 def _last_checkpoint(output_dir: Path) -> Path | None:
-    found = [p for p in output_dir.glob(CHECKPOINT_PREFIX + "*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    found = [p for p in found if (p / "trainer_state.json").is_file()]
+    found = [p for p in _trainer_checkpoints(output_dir) if (p / "trainer_state.json").is_file()]
     return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+
+
+def clear_previous_run(out: Path) -> None:
+    """--overwrite: remove what an earlier run of this command wrote (checkpoints, metrics) and nothing else."""
+    for stale in [*_trainer_checkpoints(out), out / "metrics.json", out / "before.json"]:
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def run(args) -> int:
     """`workshop sft`: load, score the base model, fine-tune, score again, save adapter + metrics.json."""
-    from .paths import display_path
+    from .paths import display_path, refuse_checkpoint_lookalikes
     from .profiles import active_profile
 
     profile = active_profile()
@@ -451,6 +461,7 @@ def run(args) -> int:
         if not args.overwrite:
             raise WorkshopError(f"{display_path(out)} already holds a finished run (metrics.json); "
                                 "pass --overwrite to replace it or choose another --output-dir")
+    refuse_checkpoint_lookalikes(out)
 
     fields = (args.instruction_field or profile.llm_fields[0], args.response_field or profile.llm_fields[1])
     source = args.data or profile.llm_data
@@ -470,8 +481,7 @@ def run(args) -> int:
 
     state = PartialState(cpu=profile.device == "cpu")
     if args.overwrite and state.is_main_process:
-        for stale in [*out.glob(CHECKPOINT_PREFIX + "*"), out / "metrics.json", out / "before.json"]:
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        clear_previous_run(out)
     state.wait_for_everyone()
     out.mkdir(parents=True, exist_ok=True)
     path = choose_path(profile, use_unsloth=not args.no_unsloth, model=args.model)
@@ -677,7 +687,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
         tmp = out / ".metrics.json.tmp"
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, out / "metrics.json")  # written last: its presence means "finished"
-        for checkpoint in out.glob(CHECKPOINT_PREFIX + "*"):  # only needed to resume; they hold pickled state
+        for checkpoint in _trainer_checkpoints(out):  # only needed to resume; they hold pickled state
             shutil.rmtree(checkpoint, ignore_errors=True)
     state.wait_for_everyone()
     if not result:
