@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -31,7 +30,6 @@ from pathlib import Path
 from . import WorkshopError
 
 METRICS_FILE = "metrics.json"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Test hook: exit hard right after the checkpoint of this step is written (simulates a crash/kill).
 CRASH_ENV = "WORKSHOP_CLF_CRASH_AFTER_STEP"
 
@@ -81,14 +79,9 @@ def _split_names(value: str | None) -> list[str] | None:
 
 def complete_checkpoints(folder: Path) -> list[Path]:
     """``checkpoint-N`` folders whose trainer state was written (the last file a save writes), oldest first."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for child in folder.iterdir():
-        m = _CHECKPOINT_RE.match(child.name)
-        if m and child.is_dir() and (child / "trainer_state.json").is_file():
-            found.append((int(m.group(1)), child))
-    return [p for _, p in sorted(found)]
+    from .paths import trainer_checkpoints
+
+    return trainer_checkpoints(folder, complete=True)
 
 
 def plan_output_dir(out: Path, overwrite: bool) -> Path | None:
@@ -111,9 +104,10 @@ def plan_output_dir(out: Path, overwrite: bool) -> Path | None:
 
 def clear_previous_run(out: Path) -> None:
     """--overwrite: remove what an earlier run of this command wrote (and nothing else)."""
-    for child in out.iterdir() if out.is_dir() else []:
-        if _CHECKPOINT_RE.match(child.name) and child.is_dir():
-            shutil.rmtree(child)
+    from .paths import trainer_checkpoints
+
+    for checkpoint in trainer_checkpoints(out):
+        shutil.rmtree(checkpoint)
     (out / METRICS_FILE).unlink(missing_ok=True)
 
 
@@ -141,7 +135,7 @@ def _compute_metrics(eval_pred):
 # --------------------------------------------------------------------------- the command
 def run(args: argparse.Namespace) -> int:
     from .data import load_classification_files
-    from .paths import display_path
+    from .paths import display_path, trainer_checkpoints
     from .profiles import active_profile
 
     profile = active_profile()
@@ -332,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
             "peak_memory_bytes": peak,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        for ckpt in [p for p in out.iterdir() if p.is_dir() and _CHECKPOINT_RE.match(p.name)]:
+        for ckpt in trainer_checkpoints(out):
             shutil.rmtree(ckpt, ignore_errors=True)  # the final model is in DIR; checkpoints were for resuming
         tmp = out / (METRICS_FILE + ".tmp")
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

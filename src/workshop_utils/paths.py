@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -57,6 +58,21 @@ def display_path(path: os.PathLike | str) -> str:
         return str(p)
 
 
+def trainer_checkpoints(folder: os.PathLike | str, complete: bool = False) -> list[Path]:
+    """The ``checkpoint-<step>`` folders a Trainer wrote in ``folder``, oldest step first.
+
+    ``complete=True`` keeps only those whose ``trainer_state.json`` exists (the last file a save
+    writes), i.e. the ones a run can resume from. A user's ``checkpoint-best`` is never one of them.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-[0-9]+", p.name)]
+    if complete:
+        found = [p for p in found if (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+
+
 def refuse_checkpoint_lookalikes(out: os.PathLike | str) -> None:
     """Stop before training when ``out`` holds a folder the Trainer would take for one of its checkpoints.
 
@@ -66,11 +82,9 @@ def refuse_checkpoint_lookalikes(out: os.PathLike | str) -> None:
     """
     from . import WorkshopError
 
-    folder = Path(out)
-    if not folder.is_dir():
-        return
-    for child in sorted(folder.glob("checkpoint-*")):
-        if child.is_dir() and not child.name[len("checkpoint-"):].isdigit():
+    ours = set(trainer_checkpoints(out))
+    for child in sorted(Path(out).glob("checkpoint-*")):
+        if child.is_dir() and child not in ours:
             raise WorkshopError(
                 f"{display_path(child)}: the Trainer treats every checkpoint-* folder in --output-dir as its own "
                 "and may delete it; rename that folder or choose another --output-dir"

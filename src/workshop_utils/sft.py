@@ -53,7 +53,6 @@ PAD_CANDIDATES = (
     "<unk>",
 )
 NEW_PAD = "<|pad|>"
-CHECKPOINT_PREFIX = "checkpoint-"
 INTERRUPT_ENV = "WORKSHOP_SFT_INTERRUPT_AT_STEP"  # tests: stop after saving this step, as a crash would
 
 
@@ -430,19 +429,11 @@ def _positive(name: str, value: int | None) -> None:
         raise WorkshopError(f"--{name} must be a positive number, got {value}")
 
 
-def _trainer_checkpoints(output_dir: Path) -> list[Path]:
-    """The ``checkpoint-<step>`` folders the Trainer wrote (not a user's ``checkpoint-best`` or similar)."""
-    return [p for p in output_dir.glob(CHECKPOINT_PREFIX + "*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-
-
-def _last_checkpoint(output_dir: Path) -> Path | None:
-    found = [p for p in _trainer_checkpoints(output_dir) if (p / "trainer_state.json").is_file()]
-    return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
-
-
 def clear_previous_run(out: Path) -> None:
     """--overwrite: remove what an earlier run of this command wrote (checkpoints, metrics) and nothing else."""
-    for stale in [*_trainer_checkpoints(out), out / "metrics.json", out / "before.json"]:
+    from .paths import trainer_checkpoints
+
+    for stale in [*trainer_checkpoints(out), out / "metrics.json", out / "before.json"]:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
@@ -597,6 +588,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
     from trl import SFTConfig, SFTTrainer
 
     from .metrics import peak_memory_bytes, reset_peak_memory
+    from .paths import trainer_checkpoints
 
     use_torch_loss_on_cpu()
     set_seed(args.seed)
@@ -655,7 +647,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
 
         callbacks.append(_Interrupt())
     trainer = SFTTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer, callbacks=callbacks)
-    resume = _last_checkpoint(out)
+    resume = (trainer_checkpoints(out, complete=True) or [None])[-1]
     tokens_before = 0
     if resume is not None:
         tokens_before = json.loads((resume / "trainer_state.json").read_text(encoding="utf-8")).get("num_input_tokens_seen", 0)
@@ -687,7 +679,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
         tmp = out / ".metrics.json.tmp"
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, out / "metrics.json")  # written last: its presence means "finished"
-        for checkpoint in _trainer_checkpoints(out):  # only needed to resume; they hold pickled state
+        for checkpoint in trainer_checkpoints(out):  # only needed to resume; they hold pickled state
             shutil.rmtree(checkpoint, ignore_errors=True)
     state.wait_for_everyone()
     if not result:
