@@ -32,6 +32,7 @@ def test_hf_hub_offline_is_respected_without_probe(monkeypatch):
 
 
 def test_probe_is_bounded_and_picks_offline(monkeypatch):
+    import threading
     import time
 
     monkeypatch.delenv("WORKSHOP_PROFILE", raising=False)
@@ -39,17 +40,23 @@ def test_probe_is_bounded_and_picks_offline(monkeypatch):
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     profiles._hub_cache.clear()
 
-    def hang(*a, **k):
-        time.sleep(30)
+    release = threading.Event()
+
+    def hang(*a, **k):  # a DNS lookup that ignores the socket timeout
+        release.wait(30)
+        raise TimeoutError("released by the test")  # end the probe thread cleanly, as a real timeout would
 
     monkeypatch.setattr(profiles.socket, "create_connection", hang)
     start = time.monotonic()
-    reachable, why = profiles.hub_status(timeout=0.5)
-    assert not reachable and "did not answer" in why
-    assert time.monotonic() - start < 3
-    p = profiles.detect_profile(apply=False)
-    assert p.name == "offline"
-    profiles._hub_cache.clear()
+    try:
+        reachable, why = profiles.hub_status(timeout=0.5)
+        assert not reachable and "did not answer" in why
+        assert time.monotonic() - start < 3
+        p = profiles.detect_profile(apply=False)
+        assert p.name == "offline"
+    finally:
+        release.set()
+        profiles._hub_cache.clear()
 
 
 def test_hub_reachable_without_cuda_gives_cpu_profile(monkeypatch):
