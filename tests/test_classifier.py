@@ -16,7 +16,8 @@ import pytest
 
 from conftest import ROOT, write
 from workshop_utils import cli
-from workshop_utils.classifier import CRASH_ENV, complete_checkpoints
+from workshop_utils.classifier import CRASH_ENV
+from workshop_utils.paths import trainer_checkpoints
 
 HEADER = "label\tsentence1\tsentence2\n"
 TRAIN_ROWS, VAL_ROWS, BATCH, EPOCHS = 64, 32, 8, 2
@@ -218,7 +219,7 @@ def test_interrupted_run_resumes_to_the_same_step(tmp_path, slice_files, finishe
     out = tmp_path / "resume"
     crashed = _train(tmp_path, *slice_files, out, "--save-steps", "6", env_extra={CRASH_ENV: "6"})
     assert crashed.returncode != 0 and not (out / "metrics.json").exists()
-    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-6"]
+    assert [p.name for p in trainer_checkpoints(out, complete=True)] == ["checkpoint-6"]
     resumed = _train(tmp_path, *slice_files, out, "--save-steps", "6")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming the interrupted run from" in resumed.stdout and "checkpoint-6" in resumed.stdout

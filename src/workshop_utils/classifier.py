@@ -77,16 +77,9 @@ def _split_names(value: str | None) -> list[str] | None:
     return names or None
 
 
-def complete_checkpoints(folder: Path) -> list[Path]:
-    """``checkpoint-N`` folders whose trainer state was written (the last file a save writes), oldest first."""
-    from .paths import trainer_checkpoints
-
-    return trainer_checkpoints(folder, complete=True)
-
-
 def plan_output_dir(out: Path, overwrite: bool) -> Path | None:
     """Check ``out`` and return the checkpoint to resume from (or None). Raises on a finished run."""
-    from .paths import display_path, refuse_checkpoint_lookalikes
+    from .paths import display_path, last_checkpoint, refuse_checkpoint_lookalikes
 
     if out.exists() and not out.is_dir():
         raise WorkshopError(f"{display_path(out)}: exists and is a file; pass a folder to --output-dir")
@@ -98,8 +91,7 @@ def plan_output_dir(out: Path, overwrite: bool) -> Path | None:
     refuse_checkpoint_lookalikes(out)
     if overwrite:
         return None
-    checkpoints = complete_checkpoints(out)
-    return checkpoints[-1] if checkpoints else None
+    return last_checkpoint(out)
 
 
 def clear_previous_run(out: Path) -> None:

@@ -73,6 +73,12 @@ def trainer_checkpoints(folder: os.PathLike | str, complete: bool = False) -> li
     return sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")))
 
 
+def last_checkpoint(folder: os.PathLike | str) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` in ``folder`` (what an interrupted run resumes from), or None."""
+    found = trainer_checkpoints(folder, complete=True)
+    return found[-1] if found else None
+
+
 def refuse_checkpoint_lookalikes(out: os.PathLike | str) -> None:
     """Stop before training when ``out`` holds a folder the Trainer would take for one of its checkpoints.
 

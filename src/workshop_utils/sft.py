@@ -588,7 +588,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
     from trl import SFTConfig, SFTTrainer
 
     from .metrics import peak_memory_bytes, reset_peak_memory
-    from .paths import trainer_checkpoints
+    from .paths import last_checkpoint, trainer_checkpoints
 
     use_torch_loss_on_cpu()
     set_seed(args.seed)
@@ -647,7 +647,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
 
         callbacks.append(_Interrupt())
     trainer = SFTTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer, callbacks=callbacks)
-    resume = (trainer_checkpoints(out, complete=True) or [None])[-1]
+    resume = last_checkpoint(out)
     tokens_before = 0
     if resume is not None:
         tokens_before = json.loads((resume / "trainer_state.json").read_text(encoding="utf-8")).get("num_input_tokens_seen", 0)
