@@ -1,4 +1,5 @@
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -16,6 +17,14 @@ def tmp_outputs(tmp_path, monkeypatch):
     out = tmp_path / "outputs"
     monkeypatch.setenv("WORKSHOP_OUTPUTS", str(out))
     return out
+
+
+@pytest.fixture
+def free_port() -> str:
+    """A TCP port nobody listens on now, for torchrun's rendezvous (its default, 29500, may be taken or in TIME_WAIT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -199,9 +199,10 @@ def test_lora_trains_an_adapter_that_reloads(tmp_path, slice_files, finished_run
 
 
 # --------------------------------------------------------------------------- data parallel
-def test_accelerate_two_cpu_processes(tmp_path, slice_files, finished_run):
+def test_accelerate_two_cpu_processes(tmp_path, slice_files, finished_run, free_port):
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "workshop_utils.cli"]
+                "--num_machines", "1", "--main_process_port", free_port, "--mixed_precision", "no", "--dynamo_backend", "no",
+                "-m", "workshop_utils.cli"]
     out = tmp_path / "ddp"
     proc = _train(tmp_path, *slice_files, out, "--epochs", "1", launcher=launcher)
     assert proc.returncode == 0, proc.stderr[-3000:]
