@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 task_type=TaskType.SEQ_CLS,
                 r=profile.lora_r,
                 lora_alpha=profile.lora_alpha,
-                lora_dropout=0.1,
+                lora_dropout=profile.lora_dropout,  # 0 in every profile: ~1.25x faster on a CPU
                 # every linear layer (attention, feed-forward, pooler; BERT names), as QLoRA does
                 target_modules=["query", "key", "value", "dense"],
             ),
