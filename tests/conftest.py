@@ -20,11 +20,19 @@ def tmp_outputs(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def free_port() -> str:
-    """A TCP port nobody listens on now, for torchrun's rendezvous (its default, 29500, may be taken or in TIME_WAIT)."""
+def accelerate_two_cpu_processes() -> list[str]:
+    """``accelerate launch`` of ``workshop_utils.cli`` in two processes on this machine's CPUs.
+
+    accelerate's ``--cpu`` launcher needs mpirun for several processes; ``--multi_gpu`` starts them with
+    torchrun, and without CUDA each process joins a CPU (gloo) process group. The rendezvous gets a port
+    nobody listens on now: torchrun's default, 29500, may be taken or in TIME_WAIT.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
+        port = str(sock.getsockname()[1])
+    return [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "workshop_utils.cli"]
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -199,12 +199,9 @@ def test_lora_trains_an_adapter_that_reloads(tmp_path, slice_files, finished_run
 
 
 # --------------------------------------------------------------------------- data parallel
-def test_accelerate_two_cpu_processes(tmp_path, slice_files, finished_run, free_port):
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--main_process_port", free_port, "--mixed_precision", "no", "--dynamo_backend", "no",
-                "-m", "workshop_utils.cli"]
+def test_accelerate_two_cpu_processes(tmp_path, slice_files, finished_run, accelerate_two_cpu_processes):
     out = tmp_path / "ddp"
-    proc = _train(tmp_path, *slice_files, out, "--epochs", "1", launcher=launcher)
+    proc = _train(tmp_path, *slice_files, out, "--epochs", "1", launcher=accelerate_two_cpu_processes)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = _metrics(out)
     assert m["processes"] == 2

@@ -292,13 +292,9 @@ def test_refuses_to_overwrite_a_finished_run(resumed_run, capsys):
     assert (out / "metrics.json").stat().st_mtime == stamp
 
 
-def test_accelerate_launch_two_cpu_processes(tmp_path, free_port):
+def test_accelerate_launch_two_cpu_processes(tmp_path, accelerate_two_cpu_processes):
     out = tmp_path / "ddp"
-    # accelerate's --cpu launcher needs mpirun for several processes; --multi_gpu starts them with torchrun,
-    # and on a machine without CUDA each process joins a CPU (gloo) process group.
-    launcher = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                "--main_process_port", free_port, "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "workshop_utils.cli"]
-    done = _sft(out, "--no-unsloth", launcher=launcher)
+    done = _sft(out, "--no-unsloth", launcher=accelerate_two_cpu_processes)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 4
