@@ -22,11 +22,12 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 workshop: setup
 	$(BIN)/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-# unit tests, every notebook alone and twice in a row (tests/test_rerun.py), then the series in order (nbval)
+# unit tests and every notebook alone (tests/test_rerun.py), then the series in order (nbval) over what
+# those runs made: each notebook runs twice, and the second run must record the same numbers
 test: setup
 	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests notebooks --nbval-lax --timeout=900 --durations=15
 
-# only the rerun/restart checks
+# only the rerun/restart checks (without nbval, tests/test_rerun.py runs the series itself)
 test-rerun: setup
 	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests/test_rerun.py
 

@@ -1,17 +1,18 @@
-"""Rerun and restart: every notebook runs alone in a fresh kernel, and twice in a row gives the same numbers.
+"""Rerun and restart: every notebook runs alone in a fresh kernel, and again over its own outputs with the same numbers.
 
-For each notebook in ``notebooks/`` (whatever exists when the tests run), in order:
+(a) **alone** (``test_alone``, in order): a fresh kernel, an EMPTY outputs folder (``WORKSHOP_OUTPUTS`` ->
+    tmp), profile smoke. The notebook either passes, or stops at the cell that needs an earlier artefact with
+    a ``MissingArtifactError`` whose message is one sentence naming the notebook or command to run first.
+    What a notebook made alone is copied into the series folder (``NotebookSeries`` in ``conftest.py``), as
+    if it had run there; a notebook that stopped early runs there instead, after the earlier notebooks.
+(b) **again over its own outputs**: nbval then executes the series in that folder (``make test`` runs
+    ``pytest tests notebooks --nbval-lax``), so each notebook runs a second time in a folder where its first
+    run left checkpoints, models and records. ``test_second_run_records_the_same_numbers`` runs after nbval:
+    every cell passed, no pickled weights, and ``results.json`` holds the same metrics as after the first runs
+    (timings and memory excluded, floats to 1e-6). Without nbval in the session (``make test-rerun``) it
+    executes the series itself.
 
-(a) **alone**: a fresh kernel, an EMPTY outputs folder (``WORKSHOP_OUTPUTS`` -> tmp), profile smoke.
-    The notebook either passes, or stops at the cell that needs an earlier artefact with a
-    ``MissingArtifactError`` whose message is one sentence naming the notebook or command to run first.
-(b) **twice in a row**: two runs in the same outputs folder both pass and record the same metrics in
-    ``results.json`` (timings and memory excluded, floats to 1e-6).
-
-To keep CI cheap, (a)'s run is reused as (b)'s first run whenever the notebook passes alone: it then
-runs once more in the same folder, and what it made is copied into a shared "chain" folder that later
-notebooks read. A notebook that stops early in (a) (cheap: it stops at its first artefact) runs twice
-in the chain folder instead. Each notebook thus executes fully exactly twice.
+Each notebook thus executes fully twice in ``make test``, and nbval's run is one of the two.
 """
 
 from __future__ import annotations
@@ -137,31 +138,25 @@ def no_pickled_weights(folder: Path) -> None:
     assert not bad, f"weights must be safetensors: {bad}"
 
 
-def merge_into(src: Path, chain: Path) -> None:
-    """Copy what a notebook made alone into the chain folder, as if it had run there."""
-    src_profile, chain_profile = src / PROFILE, chain / PROFILE
-    chain_profile.mkdir(parents=True, exist_ok=True)
+def merge_into(src: Path, series: Path) -> None:
+    """Copy what a notebook made alone into the series folder, as if it had run there."""
+    src_profile, series_profile = src / PROFILE, series / PROFILE
+    series_profile.mkdir(parents=True, exist_ok=True)
     if not src_profile.is_dir():  # the notebook wrote nothing (e.g. 00_setup)
         return
     for item in src_profile.iterdir():
         if item.name == "results.json" or item.name.startswith(".results."):
             continue
         if item.is_dir():
-            shutil.copytree(item, chain_profile / item.name, dirs_exist_ok=True)
+            shutil.copytree(item, series_profile / item.name, dirs_exist_ok=True)
         else:
-            shutil.copy2(item, chain_profile / item.name)
+            shutil.copy2(item, series_profile / item.name)
     new = src_profile / "results.json"
     if new.exists():
-        text = new.read_text().replace(str(src), str(chain))  # recorded paths now point into the chain
-        merged = json.loads((chain_profile / "results.json").read_text()) if (chain_profile / "results.json").exists() else {}
+        text = new.read_text().replace(str(src), str(series))  # recorded paths now point into the series
+        merged = json.loads((series_profile / "results.json").read_text()) if (series_profile / "results.json").exists() else {}
         merged.update(json.loads(text))
-        (chain_profile / "results.json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory) -> Path:
-    """One outputs folder the notebooks share in order, like an attendee running the series."""
-    return tmp_path_factory.mktemp("chain")
+        (series_profile / "results.json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
 def test_found_notebooks():
@@ -169,28 +164,43 @@ def test_found_notebooks():
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_alone_then_twice_in_a_row(notebook, chain, tmp_path):
+def test_alone(notebook, notebook_series, tmp_path):
+    series = notebook_series.folder
     # Read once: every run executes the same text even if the file is rebuilt meanwhile.
     text = notebook.read_text(encoding="utf-8")
     # (a) alone, in a fresh kernel, with an empty outputs folder
     alone = execute(notebook, tmp_path / "alone", text)
     if alone.ok:
-        first, folder = alone.results(), alone.outputs
-        # (b) the second run in the same folder
-        again = execute(notebook, folder, text)
-        assert again.ok, f"second run in the same folder failed: {again}"
-        second = again.results()
-        no_pickled_weights(folder)
-        merge_into(folder, chain)
+        no_pickled_weights(alone.outputs)
+        merge_into(alone.outputs, series)
+        notebook_series.first_runs[notebook.stem] = "alone"
     else:
         one_sentence_run_first(alone)
-        # (b) in the chain folder, where the earlier notebooks left what this one needs
-        first_run = execute(notebook, chain, text)
-        assert first_run.ok, f"fails even after the earlier notebooks ran: {first_run}"
-        first = first_run.results()
-        again = execute(notebook, chain, text)
-        assert again.ok, f"second run in the same folder failed: {again}"
-        second = again.results()
-        no_pickled_weights(chain)
+        # in the series folder, where the earlier notebooks left what this one needs
+        first = execute(notebook, series, text)
+        assert first.ok, f"fails even after the earlier notebooks ran: {first}"
+        no_pickled_weights(series)
+        notebook_series.first_runs[notebook.stem] = "after the earlier notebooks"
+    notebook_series.record_before_series = notebook_series.record(PROFILE)
+
+
+@pytest.mark.after_notebooks
+def test_second_run_records_the_same_numbers(notebook_series):
+    series = notebook_series.folder
+    missing = [p.stem for p in NOTEBOOKS if p.stem not in notebook_series.first_runs]
+    assert not missing, f"no first run of {missing}: see test_alone above"
+    first = notebook_series.record_before_series
+    for notebook in NOTEBOOKS:
+        outcome = notebook_series.outcomes.get(notebook.stem)
+        if outcome is None:  # nbval did not run it in this session: run it here
+            again = execute(notebook, series, notebook.read_text(encoding="utf-8"))
+            assert again.ok, f"second run over its own outputs failed: {again}"
+            continue
+        cells = notebook_series.collected.get(notebook.stem, 0)
+        assert outcome["passed"] == cells and not outcome["failed"] and not outcome["skipped"], (
+            f"{notebook.name}: nbval's run over its own outputs passed {outcome['passed']} of {cells} cells "
+            f"({outcome['failed']} failed, {outcome['skipped']} skipped); outputs kept in {series}")
+    no_pickled_weights(series)
+    second = notebook_series.record(PROFILE)
     diffs = differences(stable(first), stable(second))
-    assert not diffs, f"{notebook.name}: the second run recorded different numbers:\n" + "\n".join(diffs)
+    assert not diffs, f"the second runs recorded different numbers (outputs kept in {series}):\n" + "\n".join(diffs)
