@@ -202,5 +202,9 @@ def test_second_run_records_the_same_numbers(notebook_series):
             f"({outcome['failed']} failed, {outcome['skipped']} skipped); outputs kept in {series}")
     no_pickled_weights(series)
     second = notebook_series.record(PROFILE)
+    # every entry is stamped when written: the second runs must have rewritten each one, here
+    stale = [name for name, entry in first.items()
+             if isinstance(entry, dict) and entry.get("_updated") == second.get(name, {}).get("_updated")]
+    assert not stale, f"{stale}: the record in {series} still holds the first run's entries; did nbval write elsewhere?"
     diffs = differences(stable(first), stable(second))
     assert not diffs, f"the second runs recorded different numbers (outputs kept in {series}):\n" + "\n".join(diffs)
