@@ -1,4 +1,3 @@
-import json
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ class NotebookSeries:
         self._folder: Path | None = None
         self.collected: dict[str, int] = {}  # notebook -> nbval items (code cells)
         self.outcomes: dict[str, dict[str, int]] = {}  # notebook -> passed / failed / skipped cells
-        self.first_runs: dict[str, str] = {}  # notebook -> how test_rerun ran it first
+        self.first_runs: set[str] = set()  # notebooks test_rerun ran once (alone, or after the earlier ones)
         self.record_before_series: dict = {}  # the folder's results.json once every notebook ran once
 
     @property
@@ -39,10 +38,6 @@ class NotebookSeries:
         if self._folder is None:
             self._folder = Path(tempfile.mkdtemp(prefix="workshop-series-"))
         return self._folder
-
-    def record(self, profile: str) -> dict:
-        path = self.folder / profile / "results.json"
-        return json.loads(path.read_text()) if path.exists() else {}
 
     def pytest_collection_modifyitems(self, items) -> None:
         for item in items:
@@ -64,9 +59,8 @@ class NotebookSeries:
         if not found:
             return
         counts = self.outcomes.setdefault(found.group(1), {"passed": 0, "failed": 0, "skipped": 0})
-        if report.when == "call":
-            counts[report.outcome] += 1
-        elif report.outcome != "passed":  # an error while starting or stopping the kernel
+        # a cell's own outcome, or an error while starting or stopping the kernel
+        if report.when == "call" or report.outcome != "passed":
             counts[report.outcome] += 1
 
     def pytest_sessionfinish(self, session, exitstatus) -> None:

@@ -42,6 +42,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 # ----------------------------------------------------------------------------- running notebooks
+def read_record(outputs: Path) -> dict:
+    """The results record a run writing to ``outputs`` left (empty when it recorded nothing)."""
+    path = outputs / PROFILE / "results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 class Run:
     def __init__(self, name: str, outputs: Path):
         self.name, self.outputs = name, outputs
@@ -50,13 +56,6 @@ class Run:
         self.failed_cell: int | None = None
         self.code_cells = 0
         self.seconds = 0.0
-
-    @property
-    def results_path(self) -> Path:
-        return self.outputs / PROFILE / "results.json"
-
-    def results(self) -> dict:
-        return json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
 
     def __repr__(self) -> str:
         state = "passed" if self.ok else f"{self.ename} at code cell {self.failed_cell}/{self.code_cells}: {self.evalue}"
@@ -154,7 +153,7 @@ def merge_into(src: Path, series: Path) -> None:
     new = src_profile / "results.json"
     if new.exists():
         text = new.read_text().replace(str(src), str(series))  # recorded paths now point into the series
-        merged = json.loads((series_profile / "results.json").read_text()) if (series_profile / "results.json").exists() else {}
+        merged = read_record(series)
         merged.update(json.loads(text))
         (series_profile / "results.json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
@@ -173,15 +172,14 @@ def test_alone(notebook, notebook_series, tmp_path):
     if alone.ok:
         no_pickled_weights(alone.outputs)
         merge_into(alone.outputs, series)
-        notebook_series.first_runs[notebook.stem] = "alone"
     else:
         one_sentence_run_first(alone)
         # in the series folder, where the earlier notebooks left what this one needs
         first = execute(notebook, series, text)
         assert first.ok, f"fails even after the earlier notebooks ran: {first}"
         no_pickled_weights(series)
-        notebook_series.first_runs[notebook.stem] = "after the earlier notebooks"
-    notebook_series.record_before_series = notebook_series.record(PROFILE)
+    notebook_series.first_runs.add(notebook.stem)
+    notebook_series.record_before_series = read_record(series)
 
 
 @pytest.mark.after_notebooks
@@ -201,7 +199,7 @@ def test_second_run_records_the_same_numbers(notebook_series):
             f"{notebook.name}: nbval's run over its own outputs passed {outcome['passed']} of {cells} cells "
             f"({outcome['failed']} failed, {outcome['skipped']} skipped); outputs kept in {series}")
     no_pickled_weights(series)
-    second = notebook_series.record(PROFILE)
+    second = read_record(series)
     # every entry is stamped when written: the second runs must have rewritten each one, here
     stale = [name for name, entry in first.items()
              if isinstance(entry, dict) and entry.get("_updated") == second.get(name, {}).get("_updated")]
