@@ -110,7 +110,7 @@ def long_conversations(tokenizer, seq_len: int, n: int):
     from workshop_utils.paths import data_dir
     from workshop_utils.sft import SYSTEM_PROMPT, to_messages
 
-    rows = load_instruction_task(source=str(data_dir() / "medical_terms"))["train"]
+    rows = load_instruction_task(source=str(data_dir() / "medquad"))["train"]
     pool = [r["response"] for r in rows]
     out = []
     for i in range(n):

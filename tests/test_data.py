@@ -168,6 +168,21 @@ def test_instruction_files_overlap_is_refused(tmp_path):
         load_instruction_files(tmp_path)
 
 
+def test_held_out_answer_seen_in_training_is_refused(tmp_path):
+    write(tmp_path / "train.jsonl", '{"instruction": "What is X ?", "response": "X is a rare  condition."}\n'
+                                    '{"instruction": "What causes Y ?", "response": "Y is caused by Z."}\n')
+    write(tmp_path / "test.jsonl", '{"instruction": "What is W ?", "response": "W is a disease."}\n'
+                                   '{"instruction": "Who gets Q ?", "response": "y IS caused  by z."}\n')
+    with pytest.raises(DataError) as err:
+        load_instruction_files(tmp_path)
+    msg = one_line(err)
+    assert "test.jsonl: row 2 (line 2), column 'response': same answer as train.jsonl row 2 (line 2)" in msg
+    assert "drop the row" in msg
+    # different answers load
+    write(tmp_path / "test.jsonl", '{"instruction": "Who gets Q ?", "response": "Q affects adults."}\n')
+    assert load_instruction_files(tmp_path)["test"]["response"] == ["Q affects adults."]
+
+
 def test_unsupported_suffix(tmp_path):
     write(tmp_path / "data.xlsx", "x")
     with pytest.raises(DataError, match="unsupported file type"):

@@ -1,9 +1,11 @@
-"""Tests for the deterministic dataset generators in workshop_utils.datagen."""
+"""Tests for the deterministic paraphrase generator in workshop_utils.datagen.
+
+(data/medquad is real text built by scripts/build_medquad.py; tests/test_medquad_data.py covers it.)
+"""
 
 from __future__ import annotations
 
 import csv
-import json
 import random
 import sys
 from pathlib import Path
@@ -22,8 +24,6 @@ except ImportError:  # a plain checkout where the package is not installed
 EXPECTED_FILES = [
     Path("paraphrase/train.tsv"),
     Path("paraphrase/validation.tsv"),
-    Path("medical_terms/train.jsonl"),
-    Path("medical_terms/test.jsonl"),
 ]
 REGENERATE = "python src/workshop_utils/datagen.py"
 
@@ -31,11 +31,6 @@ REGENERATE = "python src/workshop_utils/datagen.py"
 @pytest.fixture(scope="module")
 def para():
     return datagen.make_paraphrase_pairs()
-
-
-@pytest.fixture(scope="module")
-def med():
-    return datagen.make_medical_instructions()
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +49,14 @@ def test_paraphrase_generation_is_deterministic(para):
     assert datagen.make_paraphrase_pairs(seed=0) == para
 
 
-def test_medical_generation_is_deterministic(med):
-    assert datagen.make_medical_instructions() == med
-
-
-def test_seed_changes_output(para, med):
+def test_seed_changes_output(para):
     assert datagen.make_paraphrase_pairs(seed=1) != para
-    assert datagen.make_medical_instructions(seed=1) != med
 
 
 def test_global_random_state_is_neither_used_nor_changed(para):
     random.seed(12345)
     state = random.getstate()
     again = datagen.make_paraphrase_pairs()
-    datagen.make_medical_instructions()
     assert random.getstate() == state
     assert again == para
 
@@ -183,6 +172,13 @@ def test_tsv_loads_with_datasets(written, para, tmp_path):
     assert sum(ds["label"]) == sum(r["label"] for r in para["validation"])
 
 
+def test_write_all_writes_only_the_paraphrase_set(tmp_path):
+    datagen.write_all(tmp_path)
+    # the instruction set is real MedQuAD text (scripts/build_medquad.py); nothing else is generated here
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == sorted(EXPECTED_FILES)
+    assert not hasattr(datagen, "make_medical_instructions")
+
+
 def test_number_words():
     assert datagen.number_words(0) == "zero"
     assert datagen.number_words(13) == "thirteen"
@@ -190,73 +186,3 @@ def test_number_words():
     assert datagen.number_words(72) == "seventy-two"
     with pytest.raises(ValueError):
         datagen.number_words(100)
-
-
-# --------------------------------------------------------------------------- #
-# Medical-terms instructions
-# --------------------------------------------------------------------------- #
-
-def test_medical_splits_and_fields(med):
-    assert set(med) == {"train", "test"}
-    for rows in med.values():
-        for row in rows:
-            assert set(row) == {"instruction", "response", "term"}
-            assert all(isinstance(v, str) and v.strip() for v in row.values())
-            assert row["term"] in row["instruction"]
-            assert row["response"].lower().startswith(row["term"].lower() + " ")
-            assert row["response"].endswith(".")
-            assert len(row["response"].split()) <= 60
-
-
-def test_medical_sizes(med):
-    n_train, n_test = len(med["train"]), len(med["test"])
-    assert 400 <= n_train <= 600
-    assert 60 <= n_test <= 100
-    assert 0.10 <= n_test / (n_train + n_test) <= 0.20
-    assert 100 <= len(datagen.MEDICAL_GLOSSARY) <= 150
-
-
-def test_medical_glossary_is_well_formed():
-    terms = [t for t, _ in datagen.MEDICAL_GLOSSARY]
-    assert len(set(terms)) == len(terms)
-    for term, definition in datagen.MEDICAL_GLOSSARY:
-        assert definition.startswith(("is ", "are ")), term
-        assert definition.endswith(".") and "\n" not in definition
-
-
-def test_medical_no_instruction_overlap(med):
-    train = [r["instruction"] for r in med["train"]]
-    test = [r["instruction"] for r in med["test"]]
-    assert len(set(train)) == len(train)
-    assert len(set(test)) == len(test)
-    assert not set(train) & set(test)
-
-
-def test_medical_test_uses_held_out_templates_of_seen_terms(med):
-    train_terms = {r["term"] for r in med["train"]}
-    assert train_terms == {t for t, _ in datagen.MEDICAL_GLOSSARY}
-    assert {r["term"] for r in med["test"]} <= train_terms
-    # the same term is answered the same way in both splits
-    answer = {r["term"]: r["response"] for r in med["train"]}
-    assert all(answer[r["term"]] == r["response"] for r in med["test"])
-    # every template is used in both splits
-    def templates(rows):
-        found = set()
-        for r in rows:
-            for i, tpl in enumerate(datagen.MEDICAL_TEMPLATES):
-                be = "are" if r["response"][len(r["term"]):].startswith(" are ") else "is"
-                if tpl.format(term=r["term"], be=be) == r["instruction"]:
-                    found.add(i)
-        return found
-
-    assert templates(med["train"]) == set(range(len(datagen.MEDICAL_TEMPLATES)))
-    assert templates(med["test"]) == set(range(len(datagen.MEDICAL_TEMPLATES)))
-
-
-@pytest.mark.parametrize("split", ["train", "test"])
-def test_jsonl_file_format(written, med, split):
-    out, _ = written
-    raw = (out / "medical_terms" / f"{split}.jsonl").read_bytes()
-    assert raw.endswith(b"\n") and b"\r" not in raw
-    rows = [json.loads(line) for line in raw.decode("utf-8").splitlines()]
-    assert rows == med[split]

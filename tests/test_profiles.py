@@ -100,3 +100,19 @@ def test_table_names_models_data_and_time(monkeypatch):
     for word in ("profile", "why", "classifier model", "LLM", "expected time", "offline"):
         assert word in table
     assert "/work/" not in table and "/root/" not in table  # no machine paths in notebook outputs
+
+
+def test_offline_and_smoke_teach_the_cpu_profiles_model_on_medquad():
+    from pathlib import Path
+
+    offline = profiles.make_profile("offline", "", cuda=False, hub=False)
+    smoke = profiles.make_profile("smoke", "", cuda=False, hub=False)
+    cpu = profiles.make_profile("cpu", "", cuda=False, hub=True)
+    assert offline.llm_model == smoke.llm_model and Path(offline.llm_model).name.startswith("smollm2-135m-instruct")
+    assert (Path(offline.llm_model) / "model.safetensors").is_file()
+    assert cpu.llm_model == profiles.SMOLLM2  # the same model from the hub
+    assert offline.llm_data == smoke.llm_data == cpu.llm_data and Path(offline.llm_data).name == "medquad"
+    # smoke trains fewer rows and steps with the same recipe, never another model
+    for setting in ("sft_learning_rate", "lora_r", "lora_alpha", "lora_dropout", "sft_max_length", "sft_batch_size", "load_in_4bit"):
+        assert getattr(offline, setting) == getattr(smoke, setting), setting
+    assert smoke.sft_max_steps < offline.sft_max_steps and smoke.llm_train_rows < 3000

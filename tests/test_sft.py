@@ -41,7 +41,7 @@ def trainer(tiny):
     from workshop_utils.sft import LORA_TARGETS, ensure_distinct_pad, to_prompt_completion, use_torch_loss_on_cpu
 
     torch.set_num_threads(1)
-    dd = load_instruction_task(source=str(ROOT / "data" / "medical_terms"), max_rows={"train": 8, "test": 4})
+    dd = load_instruction_task(source=str(ROOT / "data" / "medquad"), max_rows={"train": 8, "test": 4})
     tok = AutoTokenizer.from_pretrained(tiny)
     model = AutoModelForCausalLM.from_pretrained(tiny)
     ensure_distinct_pad(tok, model)
@@ -239,8 +239,12 @@ def test_custom_field_names_reach_the_loader(tmp_path, capsys, tmp_outputs):
 
 
 # --------------------------------------------------------------------------- the command end to end
-def _sft(out, *extra, env=None, launcher=None):
-    cmd = (launcher or [str(BIN / "workshop")]) + ["sft", "--output-dir", str(out), *SMALL, *extra]
+def _sft(out, *extra, env=None, launcher=None, model=None):
+    """`workshop sft` on the tiny random Llama (these tests are about plumbing: resume, files, processes)."""
+    from workshop_utils.assets import tiny_llama_path
+
+    cmd = (launcher or [str(BIN / "workshop")]) + ["sft", "--output-dir", str(out), *SMALL,
+                                                  "--model", str(model or tiny_llama_path()), *extra]
     full_env = {**os.environ, "WORKSHOP_PROFILE": "smoke", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=300)
 
@@ -269,16 +273,42 @@ def test_interrupted_run_resumes_to_the_same_step_count(resumed_run):
 def test_cli_writes_metrics_and_safetensors_adapter(resumed_run):
     out, _, second = resumed_run
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("before", "after", "train_seconds", "tokens_per_second", "peak_memory_bytes", "trainable_params", "path"):
+    for key in ("before", "after", "model", "model_parameters", "load_in_4bit", "train_seconds", "tokens_per_second",
+                "peak_memory_bytes", "trainable_params", "route"):
         assert key in metrics, key
     for side in ("before", "after"):
-        assert set(metrics[side]) == {"rougeL", "eos_rate"}
+        assert set(metrics[side]) == {"nll", "rougeL", "eos_rate", "repetition"}
         assert 0 <= metrics[side]["rougeL"] <= 1 and 0 <= metrics[side]["eos_rate"] <= 1
-    assert metrics["path"] == "lora" and metrics["tokens_per_second"] > 0 and metrics["train_seconds"] > 0
+        assert 0 < metrics[side]["nll"] < 20  # a random model's NLL is about ln(vocabulary) = 8
+    assert metrics["route"] == "lora" and metrics["load_in_4bit"] is False
+    assert metrics["tokens_per_second"] > 0 and metrics["train_seconds"] > 0 and metrics["model_parameters"] > 0
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     assert (out / "tokenizer.json").is_file()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt*"))
-    assert "ROUGE-L" in second.stdout
+    assert "ROUGE-L" in second.stdout and "held-out NLL" in second.stdout
+
+
+def test_cli_trains_in_4bit_on_a_cpu(tmp_path):
+    out = tmp_path / "nf4"
+    done = _sft(out, "--load-in-4bit", "--max-steps", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["route"] == "bnb" and metrics["load_in_4bit"] is True and metrics["steps"] == 2
+    assert "path 'bnb'" in done.stdout and "4-bit NF4" in done.stdout
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] > 0 and (out / "adapter_model.safetensors").is_file()
+
+
+def test_cli_accepts_a_gguf_file(tmp_path):
+    """--model FILE.gguf: the packaged SmolLM2 GGUF is converted (once, cached) and trained on for real."""
+    from workshop_utils.assets import smollm2_gguf
+
+    out = tmp_path / "gguf"
+    done = _sft(out, "--max-steps", "1", "--train-rows", "4", "--eval-rows", "2", model=smollm2_gguf())
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"].startswith("smollm2-135m-instruct") and 130e6 < metrics["model_parameters"] < 140e6
+    assert metrics["before"]["nll"] < 5  # a pretrained chat model, not a random one (about 10.8 = ln 49,152)
 
 
 def test_refuses_to_overwrite_a_finished_run(resumed_run, capsys):

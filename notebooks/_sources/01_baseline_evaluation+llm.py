@@ -1,11 +1,18 @@
 # %% [markdown]
 # ## The chat model's baseline
 #
-# The LLM track (notebook 03) fine-tunes a chat model to explain medical terms in plain language. Its
-# starting point is measured here, the same way 03 measures it: greedy answers to the **held-out**
-# questions, scored with **ROUGE-L** (the longest run of words shared with a reference answer, 0 to 1)
-# and the share of answers that **stop with EOS** before the length limit. Offline, the model is the tiny
-# stand-in with random weights, so expect a score near zero: that is the floor fine-tuning must lift.
+# The LLM track (notebook 03) fine-tunes a chat model to answer health questions (MedQuAD). Its starting
+# point is measured here, the same way 03 measures it, on the **held-out** questions, whose topics
+# (diseases, genes, drugs) never appear in training:
+#
+# * the **NLL** of the reference answers: the mean negative log-likelihood per token when the model reads
+#   the question and the reference answer (lower is better; no generation, so it is cheap and steady);
+# * greedy answers scored with **ROUGE-L** (the longest run of words shared with the reference, 0 to 1),
+#   the share of answers that **stop with EOS** before the length limit, and the share that **loop**.
+#
+# Without a GPU the model is SmolLM2-135M-Instruct, a real pretrained chat model of the Llama family
+# (notebook 00 says why it stands in for Llama 3 8B). It writes fluent English, so expect a real score,
+# not zero: that is the bar fine-tuning must clear.
 
 # %%
 import torch
@@ -14,11 +21,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from workshop_utils import estimates
 from workshop_utils.data import load_instruction_task
 from workshop_utils.results import Results
-from workshop_utils.sft import SYSTEM_PROMPT, ensure_distinct_pad, generate_answers, score_answers, threads_for
+from workshop_utils.sft import SYSTEM_PROMPT, answer_nll, ensure_distinct_pad, generate_answers, score_answers
 
 llm_data = load_instruction_task(profile)
 llm_questions = list(llm_data["test"]["instruction"])
 llm_references = list(llm_data["test"]["response"])
+n_answered = min(len(llm_questions), profile.llm_generate_rows or len(llm_questions))
 
 llm_tokenizer = AutoTokenizer.from_pretrained(profile.llm_model)
 llm_model = AutoModelForCausalLM.from_pretrained(
@@ -29,17 +37,20 @@ llm_model = AutoModelForCausalLM.from_pretrained(
 print(ensure_distinct_pad(llm_tokenizer, llm_model))
 
 # %%
-estimates.announce(f"answering {len(llm_questions)} held-out questions",
-                   estimates.generation_seconds(profile, len(llm_questions)))
-with threads_for(profile.llm_model):  # one CPU thread for the tiny offline model: faster, see its docstring
-    llm_answers = generate_answers(llm_model, llm_tokenizer, llm_questions, max_new_tokens=profile.max_new_tokens,
-                                   system_prompt=SYSTEM_PROMPT, desc="base model")
-llm_baseline = score_answers(llm_answers, llm_references)
+estimates.announce(f"scoring {len(llm_questions)} reference answers and answering {n_answered} questions",
+                   estimates.nll_seconds(profile, len(llm_questions)) + estimates.generation_seconds(profile, n_answered))
+llm_nll = answer_nll(llm_model, llm_tokenizer, llm_questions, llm_references, system_prompt=SYSTEM_PROMPT, desc="base model: NLL")
+llm_answers = generate_answers(llm_model, llm_tokenizer, llm_questions[:n_answered], max_new_tokens=profile.max_new_tokens,
+                               system_prompt=SYSTEM_PROMPT, desc="base model")
+llm_baseline = score_answers(llm_answers, llm_references[:n_answered], nll=llm_nll)
 Results.for_profile(profile).record("01_baseline_evaluation", "llm", llm_baseline)
-print(f"Q: {llm_questions[0]}\nreference: {llm_references[0]}\nbase model: {llm_answers[0].shown()[:200]}\n")
-print(f"base chat model on {len(llm_questions)} held-out questions: ROUGE-L {llm_baseline['rougeL']:.3f}, "
-      f"{llm_baseline['eos_rate']:.0%} of answers end with EOS")
+print(f"Q: {llm_questions[0]}\nreference: {llm_references[0]}\nbase model: {llm_answers[0].shown()[:300]}\n")
+print(f"base chat model on {len(llm_questions)} held-out questions: NLL {llm_baseline['nll']:.3f}; on {n_answered} answered: "
+      f"ROUGE-L {llm_baseline['rougeL']:.3f}, {llm_baseline['eos_rate']:.0%} stop by themselves, "
+      f"{llm_baseline['repetition']:.0%} loop")
 
 # %%
 assert 0.0 <= llm_baseline["rougeL"] <= 1.0 and 0.0 <= llm_baseline["eos_rate"] <= 1.0
+assert 0.5 < llm_baseline["nll"] < 6.0, f"NLL {llm_baseline['nll']:.2f} is far from a pretrained chat model's: is the model loaded right?"
+assert llm_baseline["rougeL"] > 0.05, "the pretrained chat model should already share some words with the references"
 del llm_model  # free the memory for the rest of the notebook

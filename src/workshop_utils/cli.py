@@ -1,8 +1,8 @@
 """The `workshop` command: the notebooks' work, runnable from a terminal or a job scheduler.
 
     workshop profile                 print the active profile and what it implies
-    workshop build-tiny-llama        build the offline tiny Llama into the cache
-    workshop make-data               regenerate the datasets in data/ (deterministic)
+    workshop build-tiny-llama        build the tiny random Llama the unit tests use into the cache
+    workshop make-data               regenerate data/paraphrase (deterministic; data/medquad: scripts/build_medquad.py)
     workshop train-classifier ...    fine-tune a classifier (Trainer, optional LoRA); accelerate-ready
     workshop sft ...                 QLoRA/LoRA supervised fine-tuning of a chat model (TRL SFTTrainer)
     workshop run-all                 execute every notebook in order and write a summary
@@ -53,11 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workshop", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("profile", help="print the active profile").set_defaults(func=_profile)
-    p = sub.add_parser("build-tiny-llama", help="build the offline tiny Llama")
+    p = sub.add_parser("build-tiny-llama", help="build the tiny random Llama the unit tests use")
     p.add_argument("--output", help="folder (default: the cache)")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if it exists")
     p.set_defaults(func=_build_tiny)
-    sub.add_parser("make-data", help="regenerate data/").set_defaults(func=_make_data)
+    sub.add_parser(
+        "make-data", help="regenerate data/paraphrase (data/medquad is built by scripts/build_medquad.py)"
+    ).set_defaults(func=_make_data)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         try:

@@ -46,7 +46,10 @@ class Table:
 # --------------------------------------------------------------------------- reading files
 def _read_text(path: Path) -> str:
     if not path.exists():
-        raise DataError(f"{path}: file not found; check the path (run `workshop make-data` to rebuild the shipped data)")
+        raise DataError(
+            f"{path}: file not found; check the path (shipped data: `workshop make-data` rebuilds data/paraphrase, "
+            "scripts/build_medquad.py data/medquad)"
+        )
     if path.is_dir():
         raise DataError(f"{path}: is a folder, expected a .csv, .tsv or .jsonl file")
     raw = path.read_bytes()
@@ -200,8 +203,18 @@ def parse_labels(table: Table, column: str, label_names: Sequence[str] | None = 
     return ids, names or [str(i) for i in range(k)]
 
 
-def check_no_overlap(train: Table, other: Table, key_columns: Sequence[str]) -> None:
-    """Rows shared between training and evaluation inflate the score: refuse them."""
+def check_no_overlap(
+    train: Table,
+    other: Table,
+    key_columns: Sequence[str],
+    *,
+    what: str = "same text",
+    fix: str = "remove it from one split (train/eval overlap inflates scores)",
+) -> None:
+    """Rows shared between training and evaluation inflate the score: refuse them.
+
+    Texts are compared ignoring case and runs of whitespace. ``what`` and ``fix`` word the error.
+    """
 
     def key(row: dict[str, Any]) -> tuple[str, ...]:
         return tuple(" ".join(str(row[c]).split()).lower() for c in key_columns)
@@ -213,8 +226,8 @@ def check_no_overlap(train: Table, other: Table, key_columns: Sequence[str]) -> 
         hit = seen.get(key(row))
         if hit is not None:
             raise DataError(
-                f"{other.where(index, key_columns[0])}: same text as {train.path.name} row {hit + 1} "
-                f"(line {train.line_numbers[hit]}); remove it from one split (train/eval overlap inflates scores)"
+                f"{other.where(index, key_columns[0])}: {what} as {train.path.name} row {hit + 1} "
+                f"(line {train.line_numbers[hit]}); {fix}"
             )
 
 
@@ -356,7 +369,7 @@ def load_instruction_files(
     """Instruction/response pairs from jsonl/csv/tsv into a DatasetDict with ``train`` and ``test``.
 
     One file is split here so that no instruction is shared between the splits; two files are checked
-    for shared instructions. Output columns are always ``instruction`` and ``response``.
+    for shared instructions and for shared answers. Output columns are always ``instruction`` and ``response``.
     """
     from datasets import Dataset, DatasetDict
 
@@ -379,6 +392,12 @@ def load_instruction_files(
 
     if "test" in tables:
         check_no_overlap(tables["train"], tables["test"], [instruction_field])
+        # a held-out answer the model was trained on measures recall, not answering a new question
+        check_no_overlap(
+            tables["train"], tables["test"], [response_field], what="same answer",
+            fix="drop the row from the held-out file, or hold out whole topics so no answer is in both "
+            "(as scripts/build_medquad.py does)",
+        )
         train, test = pairs(tables["train"]), pairs(tables["test"])
     else:
         rows = pairs(tables["train"])

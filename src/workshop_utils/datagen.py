@@ -1,7 +1,7 @@
-"""Deterministic generators for the workshop's small offline datasets.
+"""Deterministic generator for the workshop's small offline paraphrase dataset.
 
-The workshop must run without network access, so it ships two tiny datasets
-that are produced entirely by the code in this module:
+The workshop must run without network access, so it ships a tiny sentence-pair
+task that is produced entirely by the code in this module:
 
 * ``data/paraphrase/{train,validation}.tsv`` -- a sentence-pair paraphrase task
   in the style of GLUE MRPC (``label<TAB>sentence1<TAB>sentence2``).  Positive
@@ -9,8 +9,9 @@ that are produced entirely by the code in this module:
   negative pairs (label 0) mostly share many of their words but differ in one
   or two facts: a number, a name, a date, a direction, a negation or who did
   what to whom (a few are simply a different event of the same kind).
-* ``data/medical_terms/{train,test}.jsonl`` -- a small instruction-tuning set
-  built from a hand-written glossary of common medical terms.
+
+(The instruction-tuning set, ``data/medquad``, is real MedQuAD text and is built
+by ``scripts/build_medquad.py``, not here.)
 
 Everything is driven by ``random.Random(seed)`` instances (never the global
 random state, never iteration over sets), so the same seed always produces
@@ -25,7 +26,6 @@ for this dataset, and the events they take part in are fictional.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from dataclasses import dataclass
@@ -35,12 +35,8 @@ from typing import Callable
 __all__ = [
     "PARAPHRASE_COLUMNS",
     "PARAPHRASE_SIZES",
-    "MEDICAL_TEMPLATES",
-    "MEDICAL_GLOSSARY",
     "make_paraphrase_pairs",
-    "make_medical_instructions",
     "write_paraphrase_tsv",
-    "write_jsonl",
     "write_all",
 ]
 
@@ -1085,212 +1081,6 @@ def make_paraphrase_pairs(seed: int = 0) -> dict[str, list[dict]]:
 
 
 # --------------------------------------------------------------------------- #
-# Medical-terms instruction dataset
-# --------------------------------------------------------------------------- #
-
-# (term, definition).  The response is "<Term> <definition>", so every
-# definition starts with the verb that follows the term.  Written for this
-# workshop in plain language; educational only, not medical advice.
-MEDICAL_GLOSSARY: tuple[tuple[str, str], ...] = (
-    # heart and blood vessels
-    ("hypertension", "is blood pressure that stays higher than normal over time. Left untreated, it strains the heart and raises the risk of stroke and kidney disease."),
-    ("hypotension", "is blood pressure that is lower than normal. It can cause dizziness or fainting, especially when standing up quickly."),
-    ("tachycardia", "is a heart rate that is faster than normal, usually above 100 beats per minute at rest in adults."),
-    ("bradycardia", "is a heart rate that is slower than normal, usually below 60 beats per minute in adults. It can be normal in fit athletes but may also signal a problem with the heart's electrical system."),
-    ("arrhythmia", "is a heartbeat that is irregular, too fast or too slow. It happens when the electrical signals that coordinate the heartbeat do not work properly."),
-    ("atrial fibrillation", "is a common irregular heart rhythm in which the upper chambers of the heart quiver instead of beating effectively. It raises the risk of blood clots and stroke."),
-    ("myocardial infarction", "is the medical name for a heart attack. It happens when blood flow to part of the heart muscle is blocked and that muscle starts to die."),
-    ("angina", "is chest pain or pressure caused by reduced blood flow to the heart muscle. It often comes on with exertion and eases with rest."),
-    ("atherosclerosis", "is the buildup of fatty deposits called plaque inside the walls of the arteries. The plaque narrows and stiffens the arteries and can reduce blood flow."),
-    ("heart failure", "is a condition in which the heart cannot pump blood as well as the body needs. It does not mean the heart has stopped, but it often causes breathlessness and swollen legs."),
-    ("stroke", "is damage to the brain caused by an interruption of its blood supply, either from a blocked artery or from bleeding. It is a medical emergency that needs immediate treatment."),
-    ("aneurysm", "is a bulge in the wall of a blood vessel caused by a weak spot in the wall. A large aneurysm can burst and cause dangerous bleeding."),
-    ("deep vein thrombosis", "is a blood clot that forms in a deep vein, usually in the leg. It can cause pain and swelling, and part of the clot can break off and travel to the lungs."),
-    ("pulmonary embolism", "is a blockage of an artery in the lungs, usually by a blood clot that has travelled from the legs. It can cause sudden breathlessness and chest pain and needs urgent care."),
-    ("varicose veins", "are swollen, twisted veins that can be seen just under the skin, most often on the legs. They develop when small valves inside the veins stop working well."),
-    ("palpitations", "are the feeling that your heart is pounding, fluttering or skipping beats. They are often harmless but can sometimes point to a heart rhythm problem."),
-    ("cardiomyopathy", "is a disease of the heart muscle that makes it harder for the heart to pump blood. The muscle may become enlarged, thickened or stiff."),
-    ("edema", "is swelling caused by extra fluid trapped in the body's tissues. It is most often seen in the feet, ankles and legs."),
-    ("hypercholesterolemia", "is having too much cholesterol in the blood. Over time it can lead to fatty buildup in the arteries and heart disease."),
-    ("ischemia", "is a shortage of blood flow to a part of the body, so that the tissue there does not get enough oxygen."),
-    # lungs and breathing
-    ("asthma", "is a long-term condition in which the airways become inflamed and narrow, making it hard to breathe. Typical symptoms are wheezing, coughing and a tight chest."),
-    ("bronchitis", "is inflammation of the bronchial tubes that carry air to and from the lungs. It usually causes a cough that brings up mucus."),
-    ("pneumonia", "is an infection that inflames the air sacs in one or both lungs, which may fill with fluid. It can cause cough, fever and difficulty breathing."),
-    ("chronic obstructive pulmonary disease", "is a long-term lung disease that blocks airflow and makes breathing difficult. It is most often caused by smoking."),
-    ("emphysema", "is a lung disease in which the tiny air sacs in the lungs are damaged, so less oxygen reaches the blood. It causes shortness of breath that gets worse over time."),
-    ("dyspnea", "is the medical term for shortness of breath or difficulty breathing."),
-    ("tuberculosis", "is a bacterial infection that mainly affects the lungs and spreads through the air when an infected person coughs. It is treated with several months of antibiotics."),
-    ("sleep apnea", "is a disorder in which breathing repeatedly stops and starts during sleep. It often causes loud snoring and daytime tiredness."),
-    ("hypoxia", "is a condition in which the body's tissues do not get enough oxygen."),
-    ("pneumothorax", "is a collapsed lung, which happens when air leaks into the space between the lung and the chest wall."),
-    ("influenza", "is a contagious viral infection of the nose, throat and lungs, commonly called the flu. It causes fever, body aches and tiredness."),
-    # hormones and metabolism
-    ("diabetes mellitus", "is a long-term condition in which blood sugar levels are too high because the body does not make enough insulin or cannot use it properly."),
-    ("hypoglycemia", "is blood sugar that is lower than normal. It can cause shakiness, sweating and confusion, and it is treated by quickly eating or drinking something sugary."),
-    ("hyperglycemia", "is blood sugar that is higher than normal. It is a key feature of diabetes."),
-    ("hypothyroidism", "is a condition in which the thyroid gland does not make enough thyroid hormone. It can cause tiredness, weight gain and feeling cold."),
-    ("hyperthyroidism", "is a condition in which the thyroid gland makes too much thyroid hormone. It can cause weight loss, a fast heartbeat and nervousness."),
-    ("insulin resistance", "is a condition in which the body's cells do not respond well to insulin, so more insulin is needed to keep blood sugar normal. It can lead to type 2 diabetes."),
-    ("obesity", "is having so much excess body fat that it may harm health. It is often screened for with the body mass index."),
-    ("gout", "is a type of arthritis caused by crystals of uric acid building up in a joint. It causes sudden attacks of severe pain and swelling, often in the big toe."),
-    ("goiter", "is an enlarged thyroid gland, which can show up as a swelling at the front of the neck."),
-    # blood
-    ("anemia", "is a condition in which the blood has too few healthy red blood cells or too little hemoglobin to carry enough oxygen. It often causes tiredness and weakness."),
-    ("leukemia", "is a cancer of the blood-forming tissues, such as the bone marrow. It leads to the production of large numbers of abnormal white blood cells."),
-    ("lymphoma", "is a cancer that starts in lymphocytes, a type of white blood cell found in the lymphatic system."),
-    ("hemophilia", "is an inherited disorder in which the blood does not clot properly. People who have it may bleed for longer after an injury."),
-    ("thrombocytopenia", "is a low number of platelets in the blood. Because platelets help blood clot, it can lead to easy bruising and bleeding."),
-    ("sepsis", "is a life-threatening reaction in which the body's response to an infection damages its own tissues and organs. It needs emergency treatment."),
-    ("jaundice", "is a yellowing of the skin and the whites of the eyes caused by a buildup of bilirubin in the blood. It often points to a problem with the liver."),
-    ("hemorrhage", "is heavy bleeding, either outside or inside the body."),
-    # digestion
-    ("gastritis", "is inflammation of the lining of the stomach. It can cause upper belly pain, nausea and indigestion."),
-    ("gastroesophageal reflux disease", "is a condition in which stomach acid often flows back up into the esophagus. Its most common symptom is heartburn."),
-    ("peptic ulcer", "is an open sore in the lining of the stomach or the first part of the small intestine. It commonly causes a burning stomach pain."),
-    ("appendicitis", "is inflammation of the appendix, a small pouch attached to the large intestine. It causes abdominal pain and usually needs surgery."),
-    ("cholecystitis", "is inflammation of the gallbladder, usually caused by a gallstone blocking its outlet."),
-    ("gallstones", "are hard deposits that form in the gallbladder. They may cause no symptoms or cause sudden pain in the upper right part of the belly."),
-    ("cirrhosis", "is severe scarring of the liver caused by long-term damage, for example from heavy drinking or hepatitis. The scarring stops the liver from working properly."),
-    ("hepatitis", "is inflammation of the liver, most often caused by a viral infection or by alcohol."),
-    ("pancreatitis", "is inflammation of the pancreas. It usually causes severe pain in the upper abdomen that may spread to the back."),
-    ("irritable bowel syndrome", "is a common long-term gut disorder that causes cramping, bloating, and bouts of diarrhea or constipation without visible damage to the bowel."),
-    ("celiac disease", "is an immune disorder in which eating gluten damages the lining of the small intestine. It is managed with a strict gluten-free diet."),
-    ("diverticulitis", "is inflammation or infection of small pouches that can form in the wall of the colon. It often causes pain in the lower left part of the abdomen."),
-    ("dysphagia", "is the medical term for difficulty swallowing."),
-    ("hernia", "is a bulge that forms when an organ or tissue pushes through a weak spot in the surrounding muscle, often in the groin or abdomen."),
-    ("colitis", "is inflammation of the inner lining of the colon. It can cause diarrhea, abdominal pain and blood in the stool."),
-    ("hemorrhoids", "are swollen veins in the lowest part of the rectum and anus. They can cause itching, discomfort and bleeding."),
-    # kidneys and bladder
-    ("urinary tract infection", "is an infection in any part of the urinary system, most often the bladder. It commonly causes a burning feeling when passing urine."),
-    ("kidney stones", "are hard deposits of minerals and salts that form inside the kidneys. Passing one can be very painful."),
-    ("chronic kidney disease", "is a gradual loss of kidney function over months or years, so the kidneys become less able to filter waste from the blood."),
-    ("dialysis", "is a treatment that filters waste and extra fluid from the blood when the kidneys can no longer do it themselves."),
-    ("incontinence", "is the loss of bladder or bowel control, which leads to accidental leakage of urine or stool."),
-    ("hematuria", "is the presence of blood in the urine."),
-    # brain and nerves
-    ("migraine", "is a type of headache that causes intense, often throbbing pain, usually on one side of the head. It is often accompanied by nausea and sensitivity to light."),
-    ("epilepsy", "is a brain disorder that causes repeated seizures."),
-    ("seizure", "is a sudden burst of uncontrolled electrical activity in the brain. It can cause shaking, staring spells or loss of consciousness."),
-    ("concussion", "is a mild traumatic brain injury caused by a blow or jolt to the head. It can cause headache, confusion and memory problems."),
-    ("dementia", "is a general term for a decline in memory, thinking and reasoning that is severe enough to interfere with daily life."),
-    ("Alzheimer's disease", "is a progressive brain disease and the most common cause of dementia. It slowly destroys memory and thinking skills."),
-    ("Parkinson's disease", "is a progressive disorder of the nervous system that affects movement. Common signs are tremor, stiffness and slowness."),
-    ("multiple sclerosis", "is a disease in which the immune system attacks the protective covering of nerves in the brain and spinal cord. It can cause numbness, weakness and vision problems."),
-    ("peripheral neuropathy", "is damage to the nerves outside the brain and spinal cord. It often causes numbness, tingling or pain in the hands and feet."),
-    ("meningitis", "is inflammation of the membranes that surround the brain and spinal cord, usually caused by an infection. Bacterial meningitis is a medical emergency."),
-    ("vertigo", "is a false sense that you or your surroundings are spinning or moving. It is often caused by a problem in the inner ear."),
-    ("syncope", "is the medical term for fainting, a brief loss of consciousness caused by a temporary drop in blood flow to the brain."),
-    ("insomnia", "is ongoing difficulty falling asleep or staying asleep, even when there is a chance to sleep."),
-    ("sciatica", "is pain that travels along the sciatic nerve, from the lower back through the buttock and down the leg. It is usually caused by a pinched nerve."),
-    # bones, joints and muscles
-    ("osteoporosis", "is a condition in which bones become thin, weak and more likely to break."),
-    ("osteoarthritis", "is the most common form of arthritis, in which the cartilage that cushions the ends of bones wears down over time. It causes joint pain and stiffness."),
-    ("rheumatoid arthritis", "is an autoimmune disease in which the immune system attacks the lining of the joints. It causes painful swelling, often in the hands and feet."),
-    ("fracture", "is a broken bone. It can range from a thin crack to a complete break."),
-    ("tendinitis", "is inflammation or irritation of a tendon, the tough cord that attaches muscle to bone. It causes pain near a joint."),
-    ("sprain", "is a stretched or torn ligament, the tissue that connects bones at a joint. Ankle sprains are the most common kind."),
-    ("scoliosis", "is a sideways curve of the spine. It is most often found in children and teenagers."),
-    ("carpal tunnel syndrome", "is a condition in which a nerve in the wrist is squeezed, causing numbness, tingling and weakness in the hand."),
-    # skin
-    ("eczema", "is a condition that makes the skin dry, itchy and inflamed. It often comes and goes in flare-ups."),
-    ("psoriasis", "is a long-term skin disease in which skin cells build up too quickly, forming scaly, itchy patches."),
-    ("cellulitis", "is a bacterial infection of the deeper layers of the skin. The affected area becomes red, swollen, warm and painful."),
-    ("melanoma", "is a serious type of skin cancer that starts in the cells that give skin its color. It often first appears as a new or changing mole."),
-    ("urticaria", "is the medical term for hives, which are raised, itchy welts on the skin that are often caused by an allergic reaction."),
-    ("shingles", "is a painful, blistering rash caused when the chickenpox virus becomes active again years after the original infection."),
-    # immune system, infection and cancer
-    ("anaphylaxis", "is a severe, life-threatening allergic reaction that can develop within minutes. It is treated with an injection of epinephrine and emergency care."),
-    ("autoimmune disease", "is a condition in which the immune system mistakenly attacks the body's own healthy tissues."),
-    ("inflammation", "is the body's response to injury or infection, which can cause redness, heat, swelling and pain. Inflammation that lasts a long time can damage tissues."),
-    ("fever", "is a body temperature that is higher than normal, usually a sign that the body is fighting an infection."),
-    ("metastasis", "is the spread of cancer from the place where it started to other parts of the body."),
-    ("chemotherapy", "is a cancer treatment that uses powerful drugs to kill fast-growing cells."),
-    ("vaccine", "is a preparation that trains the immune system to recognize and fight a specific germ without causing the disease itself."),
-    # eyes and ears
-    ("cataract", "is a clouding of the normally clear lens of the eye, which makes vision blurry."),
-    ("glaucoma", "is a group of eye diseases that damage the optic nerve, often because of high pressure inside the eye. Without treatment, it can lead to vision loss."),
-    ("conjunctivitis", "is inflammation of the thin membrane that covers the white of the eye, also known as pink eye. It makes the eye red, itchy or watery."),
-    ("tinnitus", "is hearing ringing, buzzing or other sounds in the ears when no outside sound is present."),
-    ("otitis media", "is an infection or inflammation of the middle ear that is common in young children. It often causes ear pain and fever."),
-    ("myopia", "is nearsightedness, a condition in which close objects look clear but distant objects look blurry."),
-    # mental health
-    ("depression", "is a mood disorder that causes persistent sadness and loss of interest in activities. It affects how a person feels, thinks and handles daily life."),
-    ("generalized anxiety disorder", "is a mental health condition marked by persistent, excessive worry that is hard to control and gets in the way of daily life."),
-    ("bipolar disorder", "is a mental health condition that causes extreme mood swings, from emotional highs called mania to the lows of depression."),
-    # general clinical vocabulary
-    ("diagnosis", "is the process of identifying which disease or condition explains a person's symptoms."),
-    ("prognosis", "is the likely course and outcome of a disease, including the chance of recovery."),
-    ("remission", "is a period when the signs and symptoms of a disease, such as cancer, lessen or disappear."),
-    ("comorbidity", "is the presence of one or more additional diseases or conditions alongside a person's main condition."),
-    ("prophylaxis", "is treatment given to prevent a disease rather than to cure it, such as a vaccine."),
-    ("contraindication", "is a situation or condition in which a drug or procedure should not be used because it could be harmful."),
-    ("placebo", "is a substance or treatment with no active medical effect, often used for comparison in clinical trials."),
-    ("triage", "is the process of sorting patients by how urgently they need care, so that the most serious cases are treated first."),
-    # tests and procedures
-    ("biopsy", "is a procedure in which a small sample of tissue is removed so that it can be examined under a microscope."),
-    ("electrocardiogram", "is a quick, painless test that records the electrical activity of the heart. It is used to check heart rate and rhythm."),
-    ("magnetic resonance imaging", "is a scan that uses a strong magnet and radio waves to create detailed pictures of organs and tissues. It does not use X-rays."),
-    ("computed tomography", "is a scan that combines many X-ray images taken from different angles to create cross-sectional pictures of the body."),
-    ("ultrasound", "is an imaging test that uses high-frequency sound waves to create pictures of the inside of the body."),
-    ("endoscopy", "is a procedure in which a thin, flexible tube with a camera is passed into the body to look at internal organs, such as the stomach."),
-    ("anesthesia", "is the use of medicines to prevent pain during surgery or other procedures, sometimes by putting the patient into a sleep-like state."),
-    ("angioplasty", "is a procedure that widens a narrowed or blocked artery, often by inflating a tiny balloon inside it."),
-    ("appendectomy", "is surgery to remove the appendix."),
-)
-
-# {term}: the term as written; {be}: "is" or "are" to agree with the term.
-MEDICAL_TEMPLATES: tuple[str, ...] = (
-    "What does the medical term {term} mean?",
-    "Define {term}.",
-    "Explain {term} in plain language.",
-    "In one or two sentences, what {be} {term}?",
-    "My doctor mentioned {term}. What does that mean?",
-    "Give a short, simple definition of {term}.",
-    "What {be} {term}? Please keep it simple.",
-)
-# Per term: this many templates go to train, and (for MEDICAL_TEST_TERMS of
-# the terms) one further, different template goes to test.
-MEDICAL_TRAIN_TEMPLATES_PER_TERM = 4
-MEDICAL_TEST_TERMS = 90
-
-
-def _medical_response(term: str, definition: str) -> str:
-    return f"{_cap(term)} {definition}"
-
-
-def make_medical_instructions(seed: int = 0) -> dict[str, list[dict]]:
-    """Build the medical-terms instruction dataset.
-
-    Returns ``{"train": [...], "test": [...]}`` with rows
-    ``{"instruction", "response", "term"}``.  Each term gets
-    ``MEDICAL_TRAIN_TEMPLATES_PER_TERM`` templates in train; ``MEDICAL_TEST_TERMS``
-    terms also get one held-out template in test, so no instruction text is
-    shared between the splits while test terms were still seen in training.
-    """
-    rng = random.Random(seed)
-    n_terms = len(MEDICAL_GLOSSARY)
-    test_terms = set(rng.sample(range(n_terms), MEDICAL_TEST_TERMS))
-    train, test = [], []
-    for i, (term, definition) in enumerate(MEDICAL_GLOSSARY):
-        order = list(range(len(MEDICAL_TEMPLATES)))
-        rng.shuffle(order)
-        be = "are" if definition.startswith("are ") else "is"
-        response = _medical_response(term, definition)
-
-        def row(t: int) -> dict:
-            text = MEDICAL_TEMPLATES[t].format(term=term, be=be)
-            return {"instruction": text, "response": response, "term": term}
-
-        train.extend(row(t) for t in order[:MEDICAL_TRAIN_TEMPLATES_PER_TERM])
-        if i in test_terms:
-            test.append(row(order[MEDICAL_TRAIN_TEMPLATES_PER_TERM]))
-    rng.shuffle(train)
-    rng.shuffle(test)
-    return {"train": train, "test": test}
-
-
-# --------------------------------------------------------------------------- #
 # Writing files
 # --------------------------------------------------------------------------- #
 
@@ -1308,28 +1098,17 @@ def write_paraphrase_tsv(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def write_jsonl(rows: list[dict], path: Path) -> Path:
-    """Write one JSON object per line (UTF-8, ``\\n`` line endings)."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode("utf-8"))
-    return path
-
-
 def write_all(data_dir: Path, seed: int = 0) -> list[Path]:
-    """Generate both datasets and write them under ``data_dir``.
+    """Generate the paraphrase dataset and write it under ``data_dir / "paraphrase"``.
 
     Returns the written paths.  Output is byte-identical for a given seed.
     """
     data_dir = Path(data_dir)
-    written = []
     para = make_paraphrase_pairs(seed)
-    for split in ("train", "validation"):
-        written.append(write_paraphrase_tsv(para[split], data_dir / "paraphrase" / f"{split}.tsv"))
-    med = make_medical_instructions(seed)
-    for split in ("train", "test"):
-        written.append(write_jsonl(med[split], data_dir / "medical_terms" / f"{split}.jsonl"))
-    return written
+    return [
+        write_paraphrase_tsv(para[split], data_dir / "paraphrase" / f"{split}.tsv")
+        for split in ("train", "validation")
+    ]
 
 
 def _default_data_dir() -> Path:

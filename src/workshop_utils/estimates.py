@@ -19,14 +19,17 @@ CLF_TRAIN_SAMPLES_PER_S = {
     ("cuda", "bert-base"): 250.0,  # T4 fp16; an A100/H100 is 3-6x faster
 }
 CLF_EVAL_SAMPLES_PER_S = {"cpu": 90.0, "cuda": 2000.0}
-# SFT throughput in tokens/s (training) and generation in new tokens/s (greedy, batched).
-# ("cpu", "tiny"): notebook 03 in smoke recorded 10,855 tokens/s on an idle 2-core machine (2026-11-25).
-SFT_TOKENS_PER_S = {("cpu", "tiny"): 10000.0, ("cpu", "small"): 250.0, ("cuda", "8b"): 1300.0}
-# ("cpu", "tiny") measured in notebook 04 (16-32 prompts x 48 tokens, batch 8, pipeline): 22-26 on a
-# shared, overloaded 2-core machine; 80 assumes the cores are yours.
-GEN_TOKENS_PER_S = {("cpu", "tiny"): 80.0, ("cpu", "small"): 25.0, ("cuda", "8b"): 60.0}
+# SFT throughput in tokens/s (training), generation in new tokens/s per prompt (greedy, batched), and
+# teacher-forced scoring (answer NLL) in tokens/s. ("cpu", "small") is SmolLM2-135M-Instruct in float32 on
+# a 2-core machine (2026-12-02, docs/benchmarks.md): SFTTrainer ~190 tokens/s, batched generation ~40 new
+# tokens/s in all (4 prompts' worth of one-prompt speed), forward passes ~600 tokens/s.
+SFT_TOKENS_PER_S = {("cpu", "small"): 190.0, ("cuda", "8b"): 1300.0}
+GEN_TOKENS_PER_S = {("cpu", "small"): 10.0, ("cuda", "8b"): 60.0}
+NLL_TOKENS_PER_S = {("cpu", "small"): 600.0, ("cuda", "8b"): 6000.0}
+LLM_TOKENS_PER_EXAMPLE = 130  # MedQuAD subset: system prompt + question + answer (data/medquad/README.md)
 # Fixed costs per notebook (imports, model loading, kernels starting), seconds.
 FIXED_S = {"cpu": 25.0, "cuda": 60.0}
+QUANT_STEPS = 2  # notebook 03 on a CPU: steps timed for float32 and for 4-bit NF4 side by side
 
 
 def cpu_scale() -> float:
@@ -43,9 +46,7 @@ def _model_kind(model: str) -> str:
 
 
 def _llm_kind(profile) -> str:
-    if profile.device == "cuda":
-        return "8b"
-    return "tiny" if profile.offline else "small"
+    return "8b" if profile.device == "cuda" else "small"
 
 
 def _scale(profile) -> float:
@@ -61,7 +62,7 @@ def classifier_eval_seconds(profile, n_samples: int) -> float:
     return n_samples / CLF_EVAL_SAMPLES_PER_S[profile.device] * _scale(profile)
 
 
-def sft_train_seconds(profile, steps: int | None = None, tokens_per_example: int = 120) -> float:
+def sft_train_seconds(profile, steps: int | None = None, tokens_per_example: int = LLM_TOKENS_PER_EXAMPLE) -> float:
     steps = profile.sft_max_steps if steps is None else steps
     tokens = steps * profile.sft_batch_size * profile.sft_grad_accum * tokens_per_example
     return tokens / SFT_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile)
@@ -72,6 +73,11 @@ def generation_seconds(profile, n_prompts: int, new_tokens: int | None = None) -
     rate = GEN_TOKENS_PER_S[(profile.device, _llm_kind(profile))]
     # batched generation: prompts share the forward passes, roughly 4 at a time on CPU
     return n_prompts * new_tokens / rate / (4 if profile.device == "cpu" else 8) * _scale(profile)
+
+
+def nll_seconds(profile, n_rows: int) -> float:
+    """Teacher-forced scoring of ``n_rows`` reference answers (one forward pass each, batched)."""
+    return n_rows * LLM_TOKENS_PER_EXAMPLE / NLL_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile)
 
 
 def human(seconds: float) -> str:
@@ -112,18 +118,20 @@ def series_estimate(profile) -> SeriesEstimate:
     hub_data = profile.clf_data_config is not None  # GLUE MRPC: 3,668 train / 408 validation
     n_train = _rows(profile.clf_train_rows, 3668 if hub_data else 1600)
     n_eval = _rows(profile.clf_eval_rows, 408 if hub_data else 400)
-    n_prompts = _rows(profile.llm_eval_rows, 80)
+    n_scored = _rows(profile.llm_eval_rows, 200)  # data/medquad/test.jsonl
+    n_prompts = _rows(profile.llm_generate_rows, n_scored)
     clf_eval = classifier_eval_seconds(profile, n_eval)
     full_ft = classifier_train_seconds(profile, n_train, profile.clf_epochs) + clf_eval * (profile.clf_epochs + 1)
     lora_ft = full_ft  # LoRA on every linear layer: the backward pass still runs through the whole model
-    gen = generation_seconds(profile, n_prompts)
+    gen = generation_seconds(profile, n_prompts) + nll_seconds(profile, n_scored)
     sft = sft_train_seconds(profile)
+    four_bit = 0.0 if profile.device == "cuda" else sft_train_seconds(profile, steps=2 * QUANT_STEPS) * 1.5 + fixed
     return SeriesEstimate(
         {
             "00_setup": 5.0 + fixed * 0.2,
             "01_baseline_evaluation": fixed + 2 * clf_eval + gen,
             "02_full_finetune_trainer": fixed + full_ft + lora_ft,
-            "03_qlora_llama3_sft": fixed + sft + 2 * gen,
+            "03_qlora_llama3_sft": fixed + sft + 2 * gen + four_bit,
             "04_inference_pipeline": fixed + 3 * gen + clf_eval,
         }
     )

@@ -95,16 +95,66 @@ class Timer:
 
 
 @contextmanager
-def measure(device: str | None = None):
-    """Wall time and peak memory of a block: ``with measure() as m: ...; m["seconds"], m["peak_memory_bytes"]``."""
+def measure(device: str | None = None, interval: float = 0.05):
+    """Wall time and peak memory of a block: ``with measure() as m: ...; m["seconds"], m["peak_memory_bytes"]``.
+
+    On a GPU the peak is torch's allocator peak since the block began. On a CPU it is the largest resident
+    set size of the process sampled every ``interval`` seconds *during the block* (the process's lifetime
+    peak would still remember whatever an earlier cell loaded).
+    """
+    import threading
+
+    import psutil
+
     reset_peak_memory()
+    on_gpu = (device or ("cuda" if _cuda() else "cpu")) == "cuda"
+    proc, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            done.wait(interval)
+
+    sampler = None if on_gpu else threading.Thread(target=sample, daemon=True)
+    if sampler is not None:
+        sampler.start()
     out: dict[str, float] = {}
     start = time.perf_counter()
     try:
         yield out
     finally:
         out["seconds"] = time.perf_counter() - start
-        out["peak_memory_bytes"] = peak_memory_bytes(device)
+        if sampler is not None:
+            done.set()
+            sampler.join()
+            out["peak_memory_bytes"] = max(peak[0], proc.memory_info().rss)
+        else:
+            out["peak_memory_bytes"] = peak_memory_bytes("cuda")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def loops(text: str, n: int = 3, times: int = 3) -> bool:
+    """Whether an answer repeats itself: some run of ``n`` words occurs ``times`` times or more.
+
+    A small model pushed too hard by fine-tuning falls into loops ("a pharmacist, a pharmacist, a
+    pharmacist, ..."); ROUGE-L barely notices, a reader does at once.
+    """
+    import re
+    from collections import Counter
+
+    words = re.findall(r"\w+", text.lower())
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return bool(grams) and max(grams.values()) >= times
+
+
+def repetition_rate(texts: Sequence[str]) -> float:
+    """Share of answers that loop (see :func:`loops`)."""
+    return sum(loops(t) for t in texts) / len(texts) if texts else 0.0
 
 
 def eos_rate(stopped: Sequence[bool]) -> float:

@@ -29,7 +29,7 @@ def data_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Locally built assets such as the tiny Llama ($WORKSHOP_CACHE, default ``.cache/``)."""
+    """Locally built assets: the converted SmolLM2, the tests' tiny Llama ($WORKSHOP_CACHE, default ``.cache/``)."""
     env = os.environ.get("WORKSHOP_CACHE")
     path = Path(env).expanduser() if env else repo_root() / ".cache"
     path.mkdir(parents=True, exist_ok=True)

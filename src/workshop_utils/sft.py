@@ -8,8 +8,10 @@ Three paths, chosen by the machine (see :func:`choose_path`):
   peft ``prepare_model_for_kbit_training`` + ``LoraConfig`` (QLoRA, the reference implementation;
   runs under ``accelerate launch --multi_gpu --num_processes N`` for data parallelism, one 4-bit copy
   per GPU).
-* ``lora``: no GPU. Plain peft LoRA on the full-precision model: bitsandbytes 4-bit needs CUDA, and the
-  small CPU models fit in memory anyway. Data parallel on CPU processes works too:
+* ``lora``: no GPU. Plain peft LoRA on the float32 model. bitsandbytes' NF4 4-bit also runs on a CPU
+  (``--load-in-4bit`` takes the ``bnb`` path there): it cuts the weights' memory to under a third but is
+  no faster per step on a 2-core CPU, so the CPU profiles train in float32 (notebook 03 measures both).
+  Data parallel on CPU processes works too:
   ``accelerate launch --multi_gpu --num_processes 2 -m workshop_utils.cli sft --no-unsloth ...`` (torchrun
   starts the processes; without CUDA they form a gloo group. ``--cpu`` alone would need mpirun).
 
@@ -25,6 +27,8 @@ Keep this module's top level light: torch, transformers, trl and unsloth are imp
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -38,7 +42,7 @@ from typing import Any, Sequence
 from . import DataError, WorkshopError
 
 SEED = 42
-SYSTEM_PROMPT = "You are a medical assistant. Explain medical terms in plain, short sentences."
+SYSTEM_PROMPT = "You are a medical assistant. Answer health questions accurately in a few plain sentences."
 # Every linear layer of a Llama block: attention (q, k, v, o) and MLP (gate, up, down).
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Existing tokens that can serve as padding when a tokenizer's pad token is missing or equals EOS:
@@ -83,8 +87,13 @@ def unsloth_available() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
 
-def choose_path(profile, *, use_unsloth: bool = True, model: str | None = None) -> SFTPath:
-    """The SFT path for this profile. On a GPU with Unsloth this imports unsloth (it must come early)."""
+def choose_path(profile, *, use_unsloth: bool = True, model: str | None = None, load_in_4bit: bool | None = None) -> SFTPath:
+    """The SFT path for this profile. On a GPU with Unsloth this imports unsloth (it must come early).
+
+    ``load_in_4bit`` overrides the profile's choice; on a CPU it selects the bitsandbytes NF4 path.
+    """
+    if load_in_4bit is not None:
+        profile = dataclasses.replace(profile, load_in_4bit=load_in_4bit)
     if profile.device == "cuda":
         if not profile.load_in_4bit:
             return SFTPath("lora", model or profile.llm_model_bnb, "the profile does not load the model in 4-bit")
@@ -97,7 +106,10 @@ def choose_path(profile, *, use_unsloth: bool = True, model: str | None = None) 
         except Exception as exc:  # a broken install must not stop the workshop: fall back to the reference path
             return SFTPath("bnb", model or profile.llm_model_bnb, f"Unsloth is installed but failed to import ({exc.__class__.__name__})")
         return SFTPath("unsloth", model or profile.llm_model, "a CUDA GPU is here and Unsloth imports")
-    why = "there is no CUDA GPU: bitsandbytes 4-bit needs one, and the CPU models are small enough for full precision"
+    if profile.load_in_4bit:
+        return SFTPath("bnb", model or profile.llm_model, "4-bit was asked for on a CPU: bitsandbytes runs NF4 on CPUs too")
+    why = ("there is no CUDA GPU, and on a CPU 4-bit NF4 saves memory but not time (notebook 03 measures both), "
+           "so the weights stay float32")
     return SFTPath("lora", model or profile.llm_model, why)
 
 
@@ -125,10 +137,11 @@ class TorchTokenLogProbs:
         z = z / temperature
         logp = torch.log_softmax(z, dim=-1)
         token = logp.gather(1, targets.unsqueeze(1)).squeeze(1)
-        entropy = -(logp.exp() * logp).sum(-1) if "entropy" in outputs else None
-        sq = torch.logsumexp(2 * logp, dim=-1).detach() if "log_sum_sq_probs" in outputs else None
-        mean = z.mean(-1).detach() if "mean_logits" in outputs else None
-        top1 = (z.argmax(-1) == targets) if "is_top1" in outputs else None
+        with torch.no_grad():  # the metrics TRL logs: no autograd graph (it would hold another logits-sized tensor)
+            entropy = -(logp.exp() * logp).sum(-1) if "entropy" in outputs else None
+            sq = torch.logsumexp(2 * logp, dim=-1) if "log_sum_sq_probs" in outputs else None
+            mean = z.mean(-1) if "mean_logits" in outputs else None
+            top1 = (z.argmax(-1) == targets) if "is_top1" in outputs else None
         return token, entropy, sq, mean, top1
 
 
@@ -329,7 +342,7 @@ class Answer:
         return f"(whitespace only, {self.new_tokens} tokens)" if self.new_tokens else "(empty)"
 
 
-def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_tokens: int, batch_size: int = 8,
+def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_tokens: int, batch_size: int = 16,
                      system_prompt: str | None = SYSTEM_PROMPT, desc: str = "generating") -> list[Answer]:
     """Greedy answers to each instruction, batched with LEFT padding (decoder-only models continue the
     sequence at its right end, so the padding must sit on the left)."""
@@ -362,12 +375,73 @@ def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_t
     return answers
 
 
-def score_answers(answers: Sequence[Answer], references: Sequence[str]) -> dict[str, float]:
-    """ROUGE-L against the reference answers and the share of answers that stopped with EOS."""
-    from .metrics import eos_rate, rouge_l
+def score_answers(answers: Sequence[Answer], references: Sequence[str], nll: float | None = None) -> dict[str, float]:
+    """ROUGE-L against the references, the share of answers that stopped with EOS, the share that loop,
+    and (when given) the reference answers' NLL from :func:`answer_nll`."""
+    from .metrics import eos_rate, repetition_rate, rouge_l
 
-    return {"rougeL": rouge_l([a.text for a in answers], list(references)),
-            "eos_rate": eos_rate([a.stopped for a in answers])}
+    scores = {"rougeL": rouge_l([a.text for a in answers], list(references)),
+              "eos_rate": eos_rate([a.stopped for a in answers]),
+              "repetition": repetition_rate([a.text for a in answers])}
+    return scores if nll is None else {"nll": nll, **scores}
+
+
+def answer_token_ids(tokenizer, instruction: str, answer: str, system_prompt: str | None = SYSTEM_PROMPT) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) of one conversation as the chat template writes it; the answer ids end
+    with the end-of-turn token (EOS), exactly what training puts the loss on."""
+    messages = to_messages(instruction, system_prompt)
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+    if not full.startswith(prompt):
+        raise WorkshopError("the chat template writes the prompt differently with and without an answer; "
+                            "answer_nll needs a template whose conversation starts with the generation prompt")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos in answer_ids:  # drop what the template writes after the end of turn (a newline)
+        answer_ids = answer_ids[: answer_ids.index(eos) + 1]
+    return prompt_ids, answer_ids
+
+
+def answer_nll(model, tokenizer, instructions: Sequence[str], references: Sequence[str], *, batch_size: int = 8,
+               system_prompt: str | None = SYSTEM_PROMPT, desc: str = "NLL") -> float:
+    """Mean negative log-likelihood per answer token of the reference answers, EOS included.
+
+    Teacher-forced: the model reads the prompt and the reference answer and we average
+    ``-log p(token | everything before it)`` over the answer's tokens. No generation, so it is cheap and
+    steady; lower is better, and ``exp(nll)`` is the perplexity of the answers.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    pairs = [answer_token_ids(tokenizer, q, a, system_prompt) for q, a in zip(instructions, references)]
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))  # less padding
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+            rows = [pairs[i] for i in order[start:start + batch_size]]
+            width = max(len(p) + len(a) for p, a in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            labels = torch.full((len(rows), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, (p, a) in enumerate(rows):
+                seq = p + a
+                ids[r, :len(seq)] = torch.tensor(seq)
+                labels[r, len(p):len(seq)] = torch.tensor(a)
+                mask[r, :len(seq)] = 1
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            targets = labels[:, 1:].to(device)
+            losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="sum")
+            total += float(losses)
+            count += int((targets != -100).sum())
+    finally:
+        model.train(was_training)
+    return total / max(1, count)
 
 
 def side_by_side(instructions, references, before, after, n: int = 3, width: int = 110) -> str:
@@ -400,19 +474,22 @@ def saved_weight_files(folder: Path | str) -> list[str]:
 
 # --------------------------------------------------------------------------- the `workshop sft` command
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", help="hub id or local folder (default: the profile's LLM for the chosen path)")
+    parser.add_argument("--model", help="hub id, local folder or .gguf file (default: the profile's LLM for the chosen path)")
     parser.add_argument("--data", help="folder with train/test files, one jsonl/csv/tsv file (split here), or a hub id "
                                        "(default: the profile's instruction set)")
     parser.add_argument("--output-dir", required=True, help="where the adapter, tokenizer and metrics.json go")
     parser.add_argument("--instruction-field", help="field holding the instruction (default: the profile's)")
     parser.add_argument("--response-field", help="field holding the response (default: the profile's)")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps (default: the profile's; at least 300 for the random tiny model)")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (default: the profile's)")
     parser.add_argument("--max-length", type=int, help="tokens per training example; longer ones are cut (default: the profile's)")
     parser.add_argument("--lora-r", type=int, help="LoRA rank (default: the profile's; alpha scales with it)")
     parser.add_argument("--learning-rate", type=float, help="default: the profile's")
     parser.add_argument("--batch-size", type=int, help="per-device batch size (default: the profile's)")
     parser.add_argument("--max-new-tokens", type=int, help="generation budget when scoring (default: the profile's)")
-    parser.add_argument("--eval-rows", type=int, help="held-out prompts to score (default: the profile's)")
+    parser.add_argument("--eval-rows", type=int, help="held-out questions whose reference answers' NLL is measured (default: the profile's)")
+    parser.add_argument("--generate-rows", type=int, help="of those, how many the model answers for ROUGE-L and the stop rate (default: the profile's)")
+    parser.add_argument("--load-in-4bit", action=argparse.BooleanOptionalAction, default=None,
+                        help="load the base model in 4-bit NF4 through bitsandbytes (default: the profile's; works on a CPU too)")
     parser.add_argument("--train-rows", type=int, help="training rows to use (default: the profile's)")
     parser.add_argument("--system-prompt", default=SYSTEM_PROMPT, help="system message ('' for none)")
     parser.add_argument("--no-unsloth", action="store_true", help="on a GPU, use transformers + bitsandbytes + peft instead of Unsloth")
@@ -443,7 +520,7 @@ def run(args) -> int:
     from .profiles import active_profile
 
     profile = active_profile()
-    for name in ("max_steps", "max_length", "lora_r", "batch_size", "max_new_tokens", "eval_rows", "train_rows"):
+    for name in ("max_steps", "max_length", "lora_r", "batch_size", "max_new_tokens", "eval_rows", "generate_rows", "train_rows"):
         _positive(name.replace("_", "-"), getattr(args, name))
     out = Path(args.output_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -475,19 +552,20 @@ def run(args) -> int:
         clear_previous_run(out)
     state.wait_for_everyone()
     out.mkdir(parents=True, exist_ok=True)
-    path = choose_path(profile, use_unsloth=not args.no_unsloth, model=args.model)
+    path = choose_path(profile, use_unsloth=not args.no_unsloth, model=resolve_model(args.model), load_in_4bit=args.load_in_4bit)
     if state.is_main_process:
         print(path.describe())
     result = train_and_score(profile, path, dd, out, args, state)
     if state.is_main_process:
-        print(f"ROUGE-L {result['before']['rougeL']:.3f} -> {result['after']['rougeL']:.3f}; "
-              f"EOS rate {result['before']['eos_rate']:.0%} -> {result['after']['eos_rate']:.0%}; "
+        b, a = result["before"], result["after"]
+        print(f"held-out NLL {b['nll']:.3f} -> {a['nll']:.3f}; ROUGE-L {b['rougeL']:.3f} -> {a['rougeL']:.3f}; "
+              f"stop rate {b['eos_rate']:.0%} -> {a['eos_rate']:.0%}; looping {b['repetition']:.0%} -> {a['repetition']:.0%}; "
               f"{result['train_seconds']:.0f} s, {result['tokens_per_second']:,.0f} tokens/s; "
               f"adapter and metrics.json in {display_path(out)}")
     return 0
 
 
-def load_for_path(path: SFTPath, profile, *, max_length: int, lora_r: int, seed: int, offline_random_base: bool):
+def load_for_path(path: SFTPath, profile, *, max_length: int, lora_r: int, seed: int):
     """(peft model, tokenizer) for the chosen path, LoRA attached. The notebook writes the same steps out."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -510,17 +588,18 @@ def load_for_path(path: SFTPath, profile, *, max_length: int, lora_r: int, seed:
             from peft import prepare_model_for_kbit_training
             from transformers import BitsAndBytesConfig
 
-            compute = torch.bfloat16 if profile.bf16 else torch.float16
+            # bf16 compute: GPUs from Ampere on and CPUs with AVX512-BF16; fp16 on older GPUs (a T4)
+            compute = torch.float16 if profile.fp16 else torch.bfloat16
             bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                      bnb_4bit_compute_dtype=compute)
-            device_map = {"": PartialStateIndex()}
+            device_map = {"": PartialStateIndex() if profile.device == "cuda" else "cpu"}
             model = AutoModelForCausalLM.from_pretrained(path.model, quantization_config=bnb, dtype=compute, device_map=device_map)
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=profile.device == "cuda")
         else:
             model = AutoModelForCausalLM.from_pretrained(path.model, dtype=torch.float32 if profile.device == "cpu" else "auto")
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise WorkshopError(f"{path.model}: could not load the model ({first[:200]}); check --model (a hub id or a local folder)") from None
+        raise WorkshopError(f"{path.model}: could not load the model ({first[:200]}); check --model (a hub id, a local folder or a .gguf file)") from None
     tokenizer.padding_side = "right"  # training pads on the right; generate_answers switches to left
     ensure_distinct_pad(tokenizer, model)
     from peft import LoraConfig, get_peft_model
@@ -528,9 +607,6 @@ def load_for_path(path: SFTPath, profile, *, max_length: int, lora_r: int, seed:
     config = LoraConfig(
         r=lora_r, lora_alpha=lora_alpha, lora_dropout=profile.lora_dropout, task_type="CAUSAL_LM",
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        # A randomly initialised stand-in has meaningless embeddings: train them too (tied with the output head).
-        modules_to_save=["embed_tokens"] if offline_random_base else None,
-        ensure_weight_tying=offline_random_base,
     )
     return get_peft_model(model, config), tokenizer
 
@@ -542,44 +618,32 @@ def PartialStateIndex() -> int:  # noqa: N802 - reads like the value it returns
     return PartialState().local_process_index
 
 
-def small_model_threads(model_id: str) -> int:
-    """Use one CPU thread for the tiny stand-in model (returns the thread count now in use).
+def small_model_threads(model) -> int:
+    """Use one CPU thread for a model too small to share out (returns the thread count now in use).
 
-    A model with a 128-wide hidden layer does too little work per matrix product to share it out: the
+    With a hidden size of a few hundred or less, each matrix product is too little work to split: the
     threads spend their time waiting for each other, and on a busy machine two threads can be ten times
-    slower than one. Real models keep torch's default.
+    slower than one. Only the unit tests' tiny model is that small; real models keep torch's default.
     """
     import torch
 
-    if is_random_stand_in(model_id):
+    if getattr(getattr(model, "config", None), "hidden_size", 10**6) <= 256:
         torch.set_num_threads(1)
     return torch.get_num_threads()
 
 
-@contextmanager
-def threads_for(model_id: str):
-    """``with threads_for(model): ...`` uses one thread for the tiny stand-in, then restores the count."""
-    import torch
+def resolve_model(model: str | None) -> str | None:
+    """A ``.gguf`` file becomes its converted safetensors folder (once, cached); anything else is kept."""
+    if model and model.lower().endswith(".gguf"):
+        from .assets import convert_gguf, smollm2_gguf, smollm2_path
 
-    before = torch.get_num_threads()
-    small_model_threads(model_id)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-
-
-RANDOM_BASE_MIN_STEPS = 300
-
-
-def default_steps(profile, random_base: bool) -> int:
-    """The profile's steps; at least 300 for the random stand-in (fewer leave its answers noise)."""
-    return max(profile.sft_max_steps, RANDOM_BASE_MIN_STEPS) if random_base else profile.sft_max_steps
-
-
-def is_random_stand_in(model_id: str) -> bool:
-    """True for the locally built tiny Llama (random weights)."""
-    return (Path(model_id) / "README.md").is_file() and "random weights" in (Path(model_id) / "README.md").read_text(encoding="utf-8")
+        try:
+            if Path(model).expanduser().resolve() == smollm2_gguf().resolve():
+                return str(smollm2_path())  # the packaged model: the profiles' converted copy
+        except WorkshopError:
+            pass
+        return str(convert_gguf(model))
+    return model
 
 
 def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[str, Any]:
@@ -596,22 +660,24 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
     lora_r = args.lora_r or profile.lora_r
     max_new = args.max_new_tokens or profile.max_new_tokens
     system_prompt = args.system_prompt or None
-    random_base = is_random_stand_in(path.model)
+    model, tokenizer = load_for_path(path, profile, max_length=max_length, lora_r=lora_r, seed=args.seed)
     if profile.device == "cpu":
-        small_model_threads(path.model)
-    model, tokenizer = load_for_path(path, profile, max_length=max_length, lora_r=lora_r, seed=args.seed,
-                                     offline_random_base=random_base)
+        small_model_threads(model)
     questions, references = list(dd["test"]["instruction"]), list(dd["test"]["response"])
+    n_generate = min(len(questions), args.generate_rows or profile.llm_generate_rows or len(questions))
+
+    def scores(which: str) -> dict[str, float]:
+        nll = answer_nll(model, tokenizer, questions, references, system_prompt=system_prompt, desc=f"{which}: NLL")
+        answers = generate_answers(model, tokenizer, questions[:n_generate], max_new_tokens=max_new,
+                                   system_prompt=system_prompt, desc=which)
+        return score_answers(answers, references[:n_generate], nll=nll)
 
     before_file = out / "before.json"
     if before_file.is_file():  # resuming: the base model was scored by the interrupted run
         before = json.loads(before_file.read_text(encoding="utf-8"))
     else:
-        before = {}
         if state.is_main_process:  # LoRA B starts at zero, so the fresh peft model answers like the base model
-            answers = generate_answers(model, tokenizer, questions, max_new_tokens=max_new, system_prompt=system_prompt, desc="base model")
-            before = score_answers(answers, references)
-            before_file.write_text(json.dumps(before), encoding="utf-8")
+            write_json_atomic(before_file, scores("base model"))
         state.wait_for_everyone()
         before = json.loads(before_file.read_text(encoding="utf-8"))
 
@@ -620,7 +686,8 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
     if state.is_main_process:
         print(f"max_length {max_length}: {trunc['truncated']} of {trunc['examples']} training examples "
               f"({trunc['share']:.1%}) are cut; the longest has {trunc['longest']} tokens")
-    steps = args.max_steps or default_steps(profile, random_base)
+    steps = args.max_steps or profile.sft_max_steps
+    on_gpu = profile.device == "cuda"
     config = SFTConfig(
         output_dir=str(out),
         max_steps=steps,
@@ -629,10 +696,10 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
         learning_rate=args.learning_rate or profile.sft_learning_rate,
         lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20), weight_decay=0.0,
         max_length=max_length, completion_only_loss=True,
-        bf16=profile.bf16, fp16=profile.fp16, use_cpu=profile.device == "cpu",
-        gradient_checkpointing=path.name == "bnb",
-        gradient_checkpointing_kwargs={"use_reentrant": False} if path.name == "bnb" else None,
-        optim="adamw_8bit" if path.name == "unsloth" else ("paged_adamw_8bit" if path.name == "bnb" else "adamw_torch"),
+        bf16=profile.bf16, fp16=profile.fp16, use_cpu=not on_gpu,
+        gradient_checkpointing=path.name == "bnb" and on_gpu,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if path.name == "bnb" and on_gpu else None,
+        optim="adamw_8bit" if path.name == "unsloth" else ("paged_adamw_8bit" if path.name == "bnb" and on_gpu else "adamw_torch"),
         logging_steps=max(1, steps // 10), save_strategy="steps", save_steps=max(1, steps // 3), save_total_limit=2,
         include_num_input_tokens_seen="non_padding", report_to="none", seed=args.seed, data_seed=args.seed,
         ddp_find_unused_parameters=False, dataloader_num_workers=0, disable_tqdm=not state.is_main_process,
@@ -663,22 +730,22 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
 
     result: dict[str, Any] = {}
     if state.is_main_process:
-        answers = generate_answers(trainer.model, tokenizer, questions, max_new_tokens=max_new, system_prompt=system_prompt, desc="fine-tuned")
-        after = score_answers(answers, references)
+        model = trainer.model
+        after = scores("fine-tuned")
         trainer.model.save_pretrained(str(out), safe_serialization=True)
         tokenizer.save_pretrained(str(out))
         result = {
-            "before": before, "after": after, "train_seconds": round(seconds, 2),
-            "tokens_per_second": round(tokens / max(seconds, 1e-9), 1), "train_tokens": int(tokens),
-            "peak_memory_bytes": int(peak), "trainable_params": trainable, "total_params": total,
-            "path": path.name, "model": path.model if not Path(path.model).exists() else Path(path.model).name,
-            "steps": int(trainer.state.global_step), "resumed_from": resume.name if resume else None,
+            "before": before, "after": after,
+            "model": path.model if not Path(path.model).exists() else Path(path.model).name,
+            "model_parameters": total, "load_in_4bit": path.name in ("unsloth", "bnb"),
+            "train_seconds": round(seconds, 2), "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+            "train_tokens": int(tokens), "peak_memory_bytes": int(peak), "trainable_params": trainable,
+            "route": path.name, "steps": int(trainer.state.global_step), "resumed_from": resume.name if resume else None,
             "processes": state.num_processes, "max_length": max_length, "truncated_share": trunc["share"],
-            "lora_r": lora_r, "train_rows": len(dd["train"]), "eval_prompts": len(questions), "seed": args.seed,
+            "lora_r": lora_r, "train_rows": len(dd["train"]), "eval_rows": len(questions),
+            "generated_answers": n_generate, "max_new_tokens": max_new, "seed": args.seed,
         }
-        tmp = out / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out / "metrics.json")  # written last: its presence means "finished"
+        write_json_atomic(out / "metrics.json", result)  # written last: its presence means "finished"
         for checkpoint in trainer_checkpoints(out):  # only needed to resume; they hold pickled state
             shutil.rmtree(checkpoint, ignore_errors=True)
     state.wait_for_everyone()
@@ -688,3 +755,10 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
