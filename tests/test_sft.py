@@ -143,7 +143,7 @@ def test_loss_only_on_assistant_tokens_ending_with_eos(trainer):
     batch = _batch(trainer)
     report = label_report(batch, tok)
     assert report["problems"] == []
-    assert 0 < report["loss_share"] < 0.6
+    assert 0 < report["loss_share"] < 1  # the prompt carries no loss (the lines below check exactly which tokens do)
     for row in range(4):
         labels = batch["labels"][row].tolist()
         graded = [t for t in labels if t != -100]
@@ -289,11 +289,14 @@ def test_cli_writes_metrics_and_safetensors_adapter(resumed_run):
 
 
 def test_cli_trains_in_4bit_on_a_cpu(tmp_path):
-    out = tmp_path / "nf4"
-    done = _sft(out, "--load-in-4bit", "--max-steps", "2")
+    from workshop_utils.assets import smollm2_path
+
+    out = tmp_path / "nf4"  # the real model: bitsandbytes quantises in blocks of 64, the tiny model's layers do not divide
+    done = _sft(out, "--load-in-4bit", "--max-steps", "2", "--train-rows", "8", "--eval-rows", "2", model=smollm2_path())
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["route"] == "bnb" and metrics["load_in_4bit"] is True and metrics["steps"] == 2
+    assert metrics["before"]["nll"] < 5  # NF4 rounding leaves a working chat model
     assert "path 'bnb'" in done.stdout and "4-bit NF4" in done.stdout
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] > 0 and (out / "adapter_model.safetensors").is_file()

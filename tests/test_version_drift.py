@@ -215,6 +215,7 @@ MODEL_LOADING_KWARGS = {
     "attn_implementation", "device_map", "dtype", "max_memory", "offload_folder", "offload_buffers",
     "quantization_config", "subfolder", "variant", "adapter_name", "adapter_kwargs", "key_mapping",
     "generation_config", "output_loading_info", "tp_plan", "low_cpu_mem_usage", "trust_remote_code",
+    "gguf_file",
 }
 MODEL_INPUTS = {"input_ids", "attention_mask", "inputs_embeds", "position_ids", "past_key_values", "token_type_ids"}
 PIPELINE_KWARGS = {

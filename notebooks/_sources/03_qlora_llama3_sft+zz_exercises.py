@@ -29,7 +29,7 @@ with torch.no_grad():
     runs = [("greedy", dict(do_sample=False))] + [(f"sample {i}", dict(do_sample=True, temperature=0.8, top_p=0.95)) for i in (1, 2, 3)]
     for seed, (label, kwargs) in enumerate(runs):
         torch.manual_seed(seed)  # a different seed for each sampled answer, the same ones on every run
-        out = model.generate(**question_ids, max_new_tokens=24, pad_token_id=tokenizer.pad_token_id, **kwargs)
+        out = model.generate(**question_ids, max_new_tokens=16, pad_token_id=tokenizer.pad_token_id, **kwargs)
         print(f"{label:>8}: {tokenizer.decode(out[0, prompt_len:], skip_special_tokens=True)[:100]!r}")
 # Greedy decoding always gives the same answer for the same prompt, so before/after scores compare the
 # models and not the luck of the draw. Sampling is for variety in a live chat, not for grading.

@@ -72,7 +72,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # SmolLM2's ChatML tokens. transformers 5.17's GGUF reader swaps BOS and EOS for this tokenizer (it reports
 # eos = <|im_start|>); the hub release has bos <|im_start|>, eos = pad = <|im_end|>, and so do we.
 CHATML_BOS, CHATML_EOS = "<|im_start|>", "<|im_end|>"
-GGUF_CONVERSION_VERSION = "v2"  # bump when convert_gguf changes what it writes
+GGUF_CONVERSION_VERSION = "v3"  # bump when convert_gguf changes what it writes
 
 
 def smollm2_gguf() -> Path:
@@ -153,6 +153,8 @@ def convert_gguf(gguf: Path | str, path: Path | str | None = None) -> Path:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(eos_id)  # as the model's generation config says
     tokenizer.model_max_length = getattr(model.config, "max_position_embeddings", tokenizer.model_max_length)
     tokenizer.clean_up_tokenization_spaces = False  # a WordPiece clean-up that BPE tokenizers must not do (as on the hub)
+    for how_it_was_loaded in ("local_files_only", "is_local"):  # would make the folder depend on HF_HUB_OFFLINE
+        tokenizer.init_kwargs.pop(how_it_was_loaded, None)
     # The weights are dense already; what stops save_pretrained is only the marker of the GGUF loader.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

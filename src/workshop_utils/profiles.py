@@ -42,7 +42,7 @@ SMOLLM2_RECIPE: dict[str, Any] = dict(
 )
 # smoke: the same model and recipe on a few rows and steps (CI); never another model
 SMOLLM2_SMOKE: dict[str, Any] = {**SMOLLM2_RECIPE, **dict(
-    llm_train_rows=64, llm_eval_rows=32, llm_generate_rows=16, sft_max_steps=12, max_new_tokens=64,
+    llm_train_rows=64, llm_eval_rows=24, llm_generate_rows=12, sft_max_steps=10, max_new_tokens=48,
 )}
 
 # Hub ids used when the hub is reachable. The offline profiles replace them with local paths.
