@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -666,9 +665,9 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
     questions, references = list(dd["test"]["instruction"]), list(dd["test"]["response"])
     n_generate = min(len(questions), args.generate_rows or profile.llm_generate_rows or len(questions))
 
-    def scores(which: str) -> dict[str, float]:
-        nll = answer_nll(model, tokenizer, questions, references, system_prompt=system_prompt, desc=f"{which}: NLL")
-        answers = generate_answers(model, tokenizer, questions[:n_generate], max_new_tokens=max_new,
+    def scores(scored, which: str) -> dict[str, float]:
+        nll = answer_nll(scored, tokenizer, questions, references, system_prompt=system_prompt, desc=f"{which}: NLL")
+        answers = generate_answers(scored, tokenizer, questions[:n_generate], max_new_tokens=max_new,
                                    system_prompt=system_prompt, desc=which)
         return score_answers(answers, references[:n_generate], nll=nll)
 
@@ -677,7 +676,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
         before = json.loads(before_file.read_text(encoding="utf-8"))
     else:
         if state.is_main_process:  # LoRA B starts at zero, so the fresh peft model answers like the base model
-            write_json_atomic(before_file, scores("base model"))
+            write_json_atomic(before_file, scores(model, "base model"))
         state.wait_for_everyone()
         before = json.loads(before_file.read_text(encoding="utf-8"))
 
@@ -730,8 +729,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
 
     result: dict[str, Any] = {}
     if state.is_main_process:
-        model = trainer.model
-        after = scores("fine-tuned")
+        after = scores(trainer.model, "fine-tuned")
         trainer.model.save_pretrained(str(out), safe_serialization=True)
         tokenizer.save_pretrained(str(out))
         result = {
