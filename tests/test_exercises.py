@@ -1,4 +1,4 @@
-"""Every lesson notebook (01-04) ends with 2-3 graded exercises, each followed by a collapsed solution.
+"""Every lesson notebook (01-05) ends with 2-3 graded exercises, each followed by a collapsed solution.
 
 Format (notebooks/_sources, all parts of a notebook together): a markdown heading ``## Exercises``,
 then per exercise a markdown line ``**1 (easy) · title**`` (or a heading ``### Exercise 1 (easy): title``)
@@ -16,7 +16,7 @@ from workshop_utils.nbbuild import build, parse_source, parts_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "notebooks" / "_sources"
-LESSONS = ["01", "02", "03", "04"]
+LESSONS = ["01", "02", "03", "04", "05"]
 LEVELS = ["easy", "medium", "hard"]
 
 EXERCISES_HEADING = re.compile(r"^##\s+Exercises\b", re.IGNORECASE)

@@ -288,30 +288,22 @@ def test_cli_writes_metrics_and_safetensors_adapter(resumed_run):
     assert "ROUGE-L" in second.stdout and "held-out NLL" in second.stdout
 
 
-def test_cli_trains_in_4bit_on_a_cpu(tmp_path):
-    from workshop_utils.assets import smollm2_path
-
-    out = tmp_path / "nf4"  # the real model: bitsandbytes quantises in blocks of 64, the tiny model's layers do not divide
-    done = _sft(out, "--load-in-4bit", "--max-steps", "2", "--train-rows", "8", "--eval-rows", "2", model=smollm2_path())
-    assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["route"] == "bnb" and metrics["load_in_4bit"] is True and metrics["steps"] == 2
-    assert metrics["before"]["nll"] < 5  # NF4 rounding leaves a working chat model
-    assert "path 'bnb'" in done.stdout and "4-bit NF4" in done.stdout
-    config = json.loads((out / "adapter_config.json").read_text())
-    assert config["r"] > 0 and (out / "adapter_model.safetensors").is_file()
-
-
-def test_cli_accepts_a_gguf_file(tmp_path):
-    """--model FILE.gguf: the packaged SmolLM2 GGUF is converted (once, cached) and trained on for real."""
+def test_cli_trains_a_gguf_file_in_4bit_on_a_cpu(tmp_path):
+    """--model FILE.gguf --load-in-4bit: the packaged SmolLM2 GGUF is converted (once, cached), loaded in NF4
+    through bitsandbytes on the CPU and trained for real (one run checks both: each costs a real model load)."""
     from workshop_utils.assets import smollm2_gguf
 
-    out = tmp_path / "gguf"
-    done = _sft(out, "--max-steps", "1", "--train-rows", "4", "--eval-rows", "2", model=smollm2_gguf())
+    out = tmp_path / "nf4"  # the real model: bitsandbytes quantises in blocks of 64, the tiny model's layers do not divide
+    done = _sft(out, "--load-in-4bit", "--max-steps", "2", "--train-rows", "8", "--eval-rows", "2", model=smollm2_gguf())
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"].startswith("smollm2-135m-instruct") and 130e6 < metrics["model_parameters"] < 140e6
-    assert metrics["before"]["nll"] < 5  # a pretrained chat model, not a random one (about 10.8 = ln 49,152)
+    assert metrics["route"] == "bnb" and metrics["load_in_4bit"] is True and metrics["steps"] == 2
+    # a pretrained chat model (a random one scores about ln 49,152 = 10.8), and NF4 rounding leaves it working
+    assert metrics["before"]["nll"] < 5
+    assert "path 'bnb'" in done.stdout and "4-bit NF4" in done.stdout
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] > 0 and (out / "adapter_model.safetensors").is_file()
 
 
 def test_refuses_to_overwrite_a_finished_run(resumed_run, capsys):

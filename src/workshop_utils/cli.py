@@ -5,6 +5,7 @@
     workshop make-data               regenerate data/paraphrase (deterministic; data/medquad: scripts/build_medquad.py)
     workshop train-classifier ...    fine-tune a classifier (Trainer, optional LoRA); accelerate-ready
     workshop sft ...                 QLoRA/LoRA supervised fine-tuning of a chat model (TRL SFTTrainer)
+    workshop dpo ...                 preference tuning (DPO) of notebook 03's adapter (TRL DPOTrainer)
     workshop run-all                 execute every notebook in order and write a summary
 """
 
@@ -20,6 +21,7 @@ from . import WorkshopError
 COMMANDS = {
     "train-classifier": ("workshop_utils.classifier", "fine-tune a sequence classifier with Trainer (optionally LoRA)"),
     "sft": ("workshop_utils.sft", "supervised fine-tuning of a chat model with TRL SFTTrainer (QLoRA/LoRA)"),
+    "dpo": ("workshop_utils.dpo", "preference tuning with DPO on top of an SFT adapter (TRL DPOTrainer)"),
     "run-all": ("workshop_utils.runall", "execute every notebook in order, headless, and write a summary"),
 }
 

@@ -68,6 +68,14 @@ def sft_train_seconds(profile, steps: int | None = None, tokens_per_example: int
     return tokens / SFT_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile)
 
 
+def dpo_train_seconds(profile, steps: int | None = None, tokens_per_example: int = LLM_TOKENS_PER_EXAMPLE) -> float:
+    """DPO steps: each pair is two sequences (chosen, rejected) trained like SFT examples, plus the
+    reference's forward pass over both without gradients (about a third of a training pass)."""
+    steps = profile.dpo_max_steps if steps is None else steps
+    tokens = steps * profile.dpo_batch_size * 2 * tokens_per_example * 4 / 3
+    return tokens / SFT_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile)
+
+
 def generation_seconds(profile, n_prompts: int, new_tokens: int | None = None) -> float:
     new_tokens = profile.max_new_tokens if new_tokens is None else new_tokens
     rate = GEN_TOKENS_PER_S[(profile.device, _llm_kind(profile))]
@@ -125,6 +133,11 @@ def series_estimate(profile) -> SeriesEstimate:
     lora_ft = full_ft  # LoRA on every linear layer: the backward pass still runs through the whole model
     gen = generation_seconds(profile, n_prompts) + nll_seconds(profile, n_scored)
     sft = sft_train_seconds(profile)
+    n_pairs = min(profile.dpo_train_pairs, 3000 if profile.llm_train_rows is None else profile.llm_train_rows)
+    # 05: the SFT model answers the training and held-out questions (the pairs), both sides of every held-out
+    # pair are scored before and after, the DPO model answers the held-out questions again, and DPO trains
+    dpo = (generation_seconds(profile, 2 * n_prompts + n_pairs) + 2 * nll_seconds(profile, 4 * n_prompts)
+           + dpo_train_seconds(profile))
     four_bit = 0.0 if profile.device == "cuda" else sft_train_seconds(profile, steps=2 * QUANT_STEPS) * 1.5 + fixed
     return SeriesEstimate(
         {
@@ -133,5 +146,6 @@ def series_estimate(profile) -> SeriesEstimate:
             "02_full_finetune_trainer": fixed + full_ft + lora_ft,
             "03_qlora_llama3_sft": fixed + sft + 2 * gen + four_bit,
             "04_inference_pipeline": fixed + 3 * gen + clf_eval,
+            "05_preference_dpo": fixed + dpo,
         }
     )

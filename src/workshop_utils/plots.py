@@ -120,3 +120,21 @@ def batch_benchmark(batch_sizes: Sequence[int], samples_per_second: Sequence[flo
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _finish(fig, save_to)
+
+
+def reward_margins(curve: Mapping[str, Sequence[float]], title: str = "DPO: reward margins", save_to=None):
+    """DPO's logged training metrics over steps: the mean reward margin (left axis) and the share of
+    pairs with a positive margin (right axis). ``curve`` is :func:`workshop_utils.dpo.margin_curve`."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 3.0))
+    ax.plot(curve["step"], curve["margin"], marker="o", color="tab:blue", label="reward margin")
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward margin (chosen - rejected)", color="tab:blue")
+    right = ax.twinx()
+    right.plot(curve["step"], curve["accuracy"], marker="s", color="tab:orange", label="reward accuracy")
+    right.set_ylim(0, 1.05)
+    right.set_ylabel("pairs with margin > 0", color="tab:orange")
+    ax.set_title(title)
+    fig.tight_layout()
+    return _finish(fig, save_to)

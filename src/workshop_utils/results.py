@@ -23,6 +23,7 @@ PRODUCERS = {
     "02_full_finetune_trainer": "notebooks/02_full_finetune_trainer.ipynb (or `workshop train-classifier`)",
     "03_qlora_llama3_sft": "notebooks/03_qlora_llama3_sft.ipynb (or `workshop sft`)",
     "04_inference_pipeline": "notebooks/04_inference_pipeline.ipynb",
+    "05_preference_dpo": "notebooks/05_preference_dpo.ipynb (or `workshop dpo`)",
 }
 
 

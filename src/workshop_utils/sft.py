@@ -388,41 +388,43 @@ def score_answers(answers: Sequence[Answer], references: Sequence[str], nll: flo
 def answer_token_ids(tokenizer, instruction: str, answer: str, system_prompt: str | None = SYSTEM_PROMPT) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) of one conversation as the chat template writes it; the answer ids end
     with the end-of-turn token (EOS), exactly what training puts the loss on."""
-    messages = to_messages(instruction, system_prompt)
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
-    if not full.startswith(prompt):
+    return conversation_token_ids(tokenizer, to_messages(instruction, system_prompt), answer)
+
+
+def conversation_token_ids(tokenizer, prompt: list[dict[str, str]], answer: str) -> tuple[list[int], list[int]]:
+    """:func:`answer_token_ids` for a prompt given as chat messages (TRL's conversational format)."""
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=False)
+    if not full.startswith(text):
         raise WorkshopError("the chat template writes the prompt differently with and without an answer; "
                             "answer_nll needs a template whose conversation starts with the generation prompt")
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(text):], add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     if eos in answer_ids:  # drop what the template writes after the end of turn (a newline)
         answer_ids = answer_ids[: answer_ids.index(eos) + 1]
     return prompt_ids, answer_ids
 
 
-def answer_nll(model, tokenizer, instructions: Sequence[str], references: Sequence[str], *, batch_size: int = 8,
-               system_prompt: str | None = SYSTEM_PROMPT, desc: str = "NLL") -> float:
-    """Mean negative log-likelihood per answer token of the reference answers, EOS included.
+def answer_logprobs(model, tokenizer, token_pairs: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 8,
+                    desc: str = "log-probabilities") -> list[tuple[float, int]]:
+    """For each (prompt ids, answer ids): (sum of log p(answer token | everything before it), answer tokens).
 
-    Teacher-forced: the model reads the prompt and the reference answer and we average
-    ``-log p(token | everything before it)`` over the answer's tokens. No generation, so it is cheap and
-    steady; lower is better, and ``exp(nll)`` is the perplexity of the answers.
+    Teacher-forced and batched (rows sorted by length, so little padding); the model is not changed.
     """
     import torch
     from tqdm.auto import tqdm
 
-    pairs = [answer_token_ids(tokenizer, q, a, system_prompt) for q, a in zip(instructions, references)]
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))  # less padding
+    order = sorted(range(len(token_pairs)), key=lambda i: len(token_pairs[i][0]) + len(token_pairs[i][1]))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(token_pairs)
     try:
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-            rows = [pairs[i] for i in order[start:start + batch_size]]
+            chunk = order[start:start + batch_size]
+            rows = [token_pairs[i] for i in chunk]
             width = max(len(p) + len(a) for p, a in rows)
             ids = torch.full((len(rows), width), pad, dtype=torch.long)
             labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -435,12 +437,27 @@ def answer_nll(model, tokenizer, instructions: Sequence[str], references: Sequen
             with torch.no_grad():
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
             targets = labels[:, 1:].to(device)
-            losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="sum")
-            total += float(losses)
-            count += int((targets != -100).sum())
+            losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100,
+                                                       reduction="none")
+            sums, counts = (-losses.sum(dim=1)).tolist(), (targets != -100).sum(dim=1).tolist()
+            for i, s, n in zip(chunk, sums, counts):
+                out[i] = (float(s), int(n))
     finally:
         model.train(was_training)
-    return total / max(1, count)
+    return out
+
+
+def answer_nll(model, tokenizer, instructions: Sequence[str], references: Sequence[str], *, batch_size: int = 8,
+               system_prompt: str | None = SYSTEM_PROMPT, desc: str = "NLL") -> float:
+    """Mean negative log-likelihood per answer token of the reference answers, EOS included.
+
+    Teacher-forced: the model reads the prompt and the reference answer and we average
+    ``-log p(token | everything before it)`` over the answer's tokens. No generation, so it is cheap and
+    steady; lower is better, and ``exp(nll)`` is the perplexity of the answers.
+    """
+    pairs = [answer_token_ids(tokenizer, q, a, system_prompt) for q, a in zip(instructions, references)]
+    scored = answer_logprobs(model, tokenizer, pairs, batch_size=batch_size, desc=desc)
+    return -sum(s for s, _ in scored) / max(1, sum(n for _, n in scored))
 
 
 def side_by_side(instructions, references, before, after, n: int = 3, width: int = 110) -> str:

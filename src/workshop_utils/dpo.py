@@ -1,0 +1,284 @@
+"""Preference tuning with DPO: the plumbing of notebook 05 and the `workshop dpo` command.
+
+The lesson itself (how a preference pair is built, how the SFT model is loaded as policy and reference,
+the ``DPOConfig``, the implicit reward and its accuracy) is written in notebook 05's cells tagged
+``export``; ``python -m workshop_utils.nbbuild`` copies those cells into
+:mod:`workshop_utils.recipes.preference_dpo`, and both the notebook and this command run that code.
+What stays here is what is not the lesson: reading and checking a pairs file, log-probabilities of
+many pairs at once, and the command line (validation, resume, metrics.json).
+
+A pairs file is JSON lines, one pair per line, in TRL's conversational preference format plus a split::
+
+    {"prompt": [{"role": "system", ...}, {"role": "user", "content": "What is ...?"}],
+     "chosen": [{"role": "assistant", "content": "the reference answer"}],
+     "rejected": [{"role": "assistant", "content": "the SFT model's own answer"}],
+     "split": "train"}          # or "test": the held-out pairs, from topics training never saw
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import DataError, WorkshopError
+
+SPLITS = ("train", "test")
+PAIR_KEYS = ("prompt", "chosen", "rejected")
+INTERRUPT_ENV = "WORKSHOP_DPO_INTERRUPT_AT_STEP"  # tests: stop after saving this step, as a crash would
+
+
+# --------------------------------------------------------------------------- pairs files
+def write_pairs(path: Path | str, pairs: Sequence[dict[str, Any]]) -> Path:
+    """Write pairs as JSON lines through a temporary file (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for pair in pairs:
+            f.write(json.dumps(pair, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _messages_ok(value: Any, roles: tuple[str, ...]) -> bool:
+    return (isinstance(value, list) and len(value) > 0 and all(
+        isinstance(m, dict) and m.get("role") in roles and isinstance(m.get("content"), str) for m in value))
+
+
+def load_pairs(path: Path | str) -> dict[str, list[dict[str, Any]]]:
+    """Pairs by split, checked: every line a pair in TRL's conversational format, both splits present,
+    and no held-out prompt or chosen answer also in training. Errors are one line naming the line."""
+    path = Path(path).expanduser()
+    fix = "rebuild it with notebook 05 or `workshop dpo` without --data"
+    if not path.is_file():
+        raise DataError(f"{path}: pairs file not found; check the --data path or {fix}")
+    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}: line {n}"
+            try:
+                pair = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: not valid JSON ({exc.msg}); {fix}") from None
+            if not isinstance(pair, dict):
+                raise DataError(f"{where}: expected a JSON object with {', '.join(PAIR_KEYS)}; {fix}")
+            missing = [k for k in (*PAIR_KEYS, "split") if k not in pair]
+            if missing:
+                raise DataError(f"{where}: missing {', '.join(missing)}; each pair needs prompt, chosen, rejected and split")
+            if not _messages_ok(pair["prompt"], ("system", "user", "assistant")):
+                raise DataError(f"{where}: 'prompt' must be a list of chat messages with role and content")
+            for key in ("chosen", "rejected"):
+                if not _messages_ok(pair[key], ("assistant",)) or not pair[key][-1]["content"].strip():
+                    raise DataError(f"{where}: '{key}' must be a non-empty assistant message, e.g. "
+                                    '[{"role": "assistant", "content": "..."}]')
+            if pair["split"] not in SPLITS:
+                raise DataError(f"{where}: split must be 'train' or 'test', got {pair['split']!r}")
+            by_split[pair["split"]].append(pair)
+    for split in SPLITS:
+        if not by_split[split]:
+            raise DataError(f"{path}: no pairs with split '{split}'; DPO needs training pairs and held-out pairs")
+    for what, key in (("prompt", lambda p: json.dumps(p["prompt"], sort_keys=True)),
+                      ("chosen answer", lambda p: p["chosen"][-1]["content"].strip())):
+        shared = {key(p) for p in by_split["train"]} & {key(p) for p in by_split["test"]}
+        if shared:
+            raise DataError(f"{path}: {len(shared)} held-out pairs share their {what} with a training pair; "
+                            "held-out pairs must come from topics training never saw")
+    return by_split
+
+
+def prompt_text(pair: dict[str, Any]) -> str:
+    """The user's question of a pair (its last user message)."""
+    return next(m["content"] for m in reversed(pair["prompt"]) if m["role"] == "user")
+
+
+# --------------------------------------------------------------------------- scoring many pairs
+def pair_logprobs(model, tokenizer, pairs: Sequence[dict[str, Any]], *, batch_size: int = 8,
+                  desc: str = "log-probabilities") -> dict[str, list[tuple[float, int]]]:
+    """Per pair, (sum of log-probabilities, tokens) of the chosen and of the rejected answer, EOS included."""
+    from .sft import answer_logprobs, conversation_token_ids
+
+    out = {}
+    for key in ("chosen", "rejected"):
+        ids = [conversation_token_ids(tokenizer, p["prompt"], p[key][-1]["content"]) for p in pairs]
+        out[key] = answer_logprobs(model, tokenizer, ids, batch_size=batch_size, desc=f"{desc} ({key})")
+    return out
+
+
+def margin_curve(log_history: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """steps, reward margins and reward accuracies that DPOTrainer logged during training."""
+    rows = [r for r in log_history if "rewards/margins" in r]
+    return {"step": [r["step"] for r in rows], "margin": [r["rewards/margins"] for r in rows],
+            "accuracy": [r.get("rewards/accuracies", float("nan")) for r in rows]}
+
+
+# --------------------------------------------------------------------------- the command
+def add_arguments(parser) -> None:
+    parser.add_argument("--adapter", required=True, help="the SFT adapter to start from (notebook 03's sft-adapter/ "
+                                                         "or a `workshop sft --output-dir`)")
+    parser.add_argument("--data", help="pairs file (JSON lines with prompt/chosen/rejected/split); default: build "
+                                       "pairs from the profile's MedQuAD with the SFT model and keep them in --output-dir")
+    parser.add_argument("--output-dir", required=True, help="where the DPO adapter, tokenizer, pairs and metrics.json go")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (default: the profile's)")
+    parser.add_argument("--learning-rate", type=float, help="default: the profile's")
+    parser.add_argument("--beta", type=float, help="how strongly DPO holds the policy to the reference (default: the profile's)")
+    parser.add_argument("--train-pairs", type=int, help="training prompts to build pairs from (default: the profile's)")
+    parser.add_argument("--eval-pairs", type=int, help="held-out prompts to build pairs from (default: the profile's)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
+    parser.add_argument("--seed", type=int, default=42)
+
+
+def _check_arguments(args) -> Path:
+    from .paths import display_path, refuse_checkpoint_lookalikes
+
+    for name in ("max_steps", "train_pairs", "eval_pairs"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise WorkshopError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    for name in ("learning_rate", "beta"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise WorkshopError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    adapter = Path(args.adapter).expanduser()
+    if not (adapter / "adapter_config.json").is_file():
+        raise WorkshopError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json); give notebook 03's "
+                            "outputs/<profile>/sft-adapter or a `workshop sft --output-dir`")
+    out = Path(args.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise WorkshopError(f"{out}: --output-dir is a file; give a folder")
+    if out.resolve() == adapter.resolve():
+        raise WorkshopError(f"{display_path(out)}: --output-dir must not be the --adapter folder (it would be overwritten)")
+    if (out / "metrics.json").is_file() and not args.overwrite:
+        raise WorkshopError(f"{display_path(out)} already holds a finished run (metrics.json); "
+                            "pass --overwrite to replace it or choose another --output-dir")
+    refuse_checkpoint_lookalikes(out)
+    return out
+
+
+def clear_previous_run(out: Path) -> None:
+    """--overwrite: remove what an earlier run of this command wrote and nothing else."""
+    from .paths import trainer_checkpoints
+
+    for stale in [*trainer_checkpoints(out), out / "metrics.json", out / "before.json", out / "pairs.jsonl"]:
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+def run(args) -> int:
+    """`workshop dpo`: SFT adapter -> pairs -> held-out scores -> DPOTrainer -> scores again -> metrics.json."""
+    from .paths import display_path
+    from .profiles import active_profile
+
+    profile = active_profile()
+    out = _check_arguments(args)
+    pairs_given = load_pairs(args.data) if args.data else None  # bad input fails before anything slow loads
+    if args.overwrite:
+        clear_previous_run(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = train_and_score(profile, Path(args.adapter).expanduser(), out, args, pairs_given)
+    b, a = result["before"], result["after"]
+    print(f"held-out preference accuracy {b['preference_accuracy']:.0%} -> {a['preference_accuracy']:.0%}, "
+          f"reward margin {b['reward_margin']:.3f} -> {a['reward_margin']:.3f}; NLL {b['nll']:.3f} -> {a['nll']:.3f}; "
+          f"stop rate {b['eos_rate']:.0%} -> {a['eos_rate']:.0%}; {result['train_seconds']:.0f} s; "
+          f"adapter and metrics.json in {display_path(out)}")
+    return 0
+
+
+def _pairs_for_run(profile, model, tokenizer, out: Path, args, pairs_given, recipe) -> dict[str, list[dict[str, Any]]]:
+    """The pairs given, the pairs an interrupted run built, or new pairs built with the SFT model."""
+    if pairs_given is not None:
+        return pairs_given
+    kept = out / "pairs.jsonl"
+    if kept.is_file():
+        return load_pairs(kept)
+    from .data import load_instruction_task
+
+    dd = load_instruction_task(profile)
+    n_train = min(len(dd["train"]), args.train_pairs or profile.dpo_train_pairs)
+    n_test = min(len(dd["test"]), args.eval_pairs or profile.llm_generate_rows or len(dd["test"]))
+    rows = {"train": dd["train"].shuffle(seed=args.seed).select(range(n_train)), "test": dd["test"].select(range(n_test))}
+    pairs = []
+    for split, chosen_rows in rows.items():
+        pairs += recipe.build_pairs(model, tokenizer, chosen_rows, split=split, max_new_tokens=profile.max_new_tokens)[0]
+    write_pairs(kept, pairs)
+    return load_pairs(kept)
+
+
+def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -> dict[str, Any]:
+    import torch
+    from transformers import TrainerCallback, set_seed
+    from trl import DPOTrainer
+
+    from .metrics import measure
+    from .paths import last_checkpoint, trainer_checkpoints
+    from .recipes import preference_dpo as recipe
+    from .sft import use_torch_loss_on_cpu
+
+    use_torch_loss_on_cpu()
+    set_seed(args.seed)
+    model, tokenizer = recipe.load_sft_model(profile, adapter)
+    pairs = _pairs_for_run(profile, model, tokenizer, out, args, pairs_given, recipe)
+    held_out = pairs["test"]
+    beta = args.beta or profile.dpo_beta
+
+    before_file = out / "before.json"
+    if before_file.is_file():  # resuming: the SFT model was scored by the interrupted run
+        before = json.loads(before_file.read_text(encoding="utf-8"))
+    else:
+        before = recipe.score(model, tokenizer, held_out, beta=beta, reference=None, max_new_tokens=profile.max_new_tokens,
+                              desc="SFT model")
+        before = {k: v for k, v in before.items() if k != "answers"}
+        _write_json(before_file, before)  # with the reference log-probabilities, which a resumed run needs
+    config = recipe.dpo_config(profile, out, max_steps=args.max_steps, learning_rate=args.learning_rate, beta=beta,
+                               seed=args.seed)
+    config.save_strategy, config.save_steps, config.save_total_limit = "steps", max(1, config.max_steps // 3), 2
+    callbacks = []
+    stop_at = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
+    if stop_at:
+        class _Interrupt(TrainerCallback):  # tests only: behave like a crash right after a checkpoint
+            def on_save(self, a, s, c, **kw):
+                if s.global_step >= stop_at:
+                    raise KeyboardInterrupt
+
+        callbacks.append(_Interrupt())
+    from datasets import Dataset
+
+    train = Dataset.from_list([{k: p[k] for k in PAIR_KEYS} for p in pairs["train"]])
+    trainer = DPOTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer, callbacks=callbacks)
+    resume = last_checkpoint(out)
+    if resume is not None:
+        print(f"resuming from {resume.name}")
+    with measure(profile.device) as cost:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    after = recipe.score(trainer.model, tokenizer, held_out, beta=beta, reference=before["logprobs"],
+                         max_new_tokens=profile.max_new_tokens, desc="DPO model")
+    recipe.save_adapter(trainer.model, tokenizer, out)
+    curve = margin_curve(trainer.state.log_history)
+    result = {
+        "before": {k: v for k, v in before.items() if k not in ("logprobs", "answers")},
+        "after": {k: v for k, v in after.items() if k not in ("logprobs", "answers")},
+        "train_seconds": round(cost["seconds"], 2), "peak_memory_bytes": int(cost["peak_memory_bytes"]),
+        "steps": int(trainer.state.global_step), "beta": beta, "learning_rate": config.learning_rate,
+        "train_pairs": len(pairs["train"]), "eval_pairs": len(held_out), "adapter": adapter.name,
+        "resumed_from": resume.name if resume else None, "margins_during_training": curve, "seed": args.seed,
+        "pairs": "given" if pairs_given is not None else "pairs.jsonl",
+    }
+    _write_json(out / "metrics.json", result)  # written last: its presence means "finished"
+    for checkpoint in trainer_checkpoints(out):  # only needed to resume; they hold pickled state
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    del trainer, model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from .sft import write_json_atomic
+
+    write_json_atomic(path, data)
+
+
+__all__ = ["load_pairs", "write_pairs", "pair_logprobs", "margin_curve", "prompt_text", "add_arguments", "run"]
