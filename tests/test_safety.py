@@ -95,6 +95,7 @@ LOCAL_PREFIXES = {"data", "outputs", "notebooks", "src", "scripts", "tests", "do
 # Literals that look like owner/name but are not hub ids (add with a reason).
 HUB_ID_ALLOWLIST = {
     "text/plain", "text/html", "image/png", "application/json",  # MIME types
+    "rewards/margins", "rewards/accuracies",  # metric names TRL's DPOTrainer logs
 }
 # Words that make an owner/name literal a unit or a logged metric, not a model or dataset id.
 UNIT_WORDS = {"s", "ms", "sec", "second", "seconds", "min", "h", "sample", "samples", "token", "tokens", "step",
