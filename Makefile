@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 	touch $(STAMP)
 
 workshop: setup
-	$(BIN)/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	$(BIN)/workshop lab
 
 # unit tests and every notebook alone (tests/test_rerun.py), then the series in order (nbval) over what
 # those runs made: each notebook runs twice, and the second run must record the same numbers

@@ -116,3 +116,21 @@ def test_offline_and_smoke_teach_the_cpu_profiles_model_on_medquad():
     for setting in ("sft_learning_rate", "lora_r", "lora_alpha", "lora_dropout", "sft_max_length", "sft_batch_size", "load_in_4bit"):
         assert getattr(offline, setting) == getattr(smoke, setting), setting
     assert smoke.sft_max_steps < offline.sft_max_steps and smoke.llm_train_rows < 3000
+
+
+def test_show_is_a_table_in_jupyter_and_text_elsewhere(monkeypatch, capsys):
+    import sys
+    import types
+
+    profile = profiles.make_profile("smoke", "because <tests> & CI", cuda=False, hub=False)
+    profile.show()  # pytest is not a Jupyter kernel: aligned text
+    assert "because <tests> & CI" in capsys.readouterr().out
+    html = profile.html()
+    assert html.count("<tr>") == len(profile.table_rows())
+    assert "because &lt;tests&gt; &amp; CI" in html and "<tests>" not in html  # values are escaped
+    shown = []  # in a kernel (a shell with a .kernel), the same rows go out as HTML
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    kernel_shell = types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel_shell))
+    profile.show()
+    assert len(shown) == 1 and shown[0].data == html

@@ -426,7 +426,11 @@ assert weights and all(w.endswith(".safetensors") for w in weights), weights
 #   quantises linear layers.
 # * **seconds per step**: every forward and backward pass dequantises the 4-bit blocks it needs. On a GPU
 #   fast kernels hide that; on a CPU it roughly cancels what the smaller weights save, so expect about
-#   the same time per step (measured on a 2-core machine with AVX512-BF16: 2.9 s against 3.1 s).
+#   the same time per step.
+# * **compute dtype**: the 4-bit blocks are unpacked to `bnb_4bit_compute_dtype` for each product. bf16
+#   halves the memory traffic, but only CPUs with bf16 in hardware (AVX512 on x86; notebook 00's hardware
+#   table says) compute it natively; elsewhere PyTorch emulates it, dozens of times slower than float32, so
+#   there we unpack to float32.
 # * **held-out NLL** of the freshly loaded model (adapters start at zero): what rounding the weights to
 #   4 bits costs in quality before any training.
 # * **peak RSS**: the most memory the process held during the steps (it includes everything this notebook
@@ -443,16 +447,20 @@ else:
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    from workshop_utils.envinfo import cpu_bf16_native
+
+    compute_dtype = torch.bfloat16 if cpu_bf16_native() else torch.float32
     nf4_config = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,  # CPUs with AVX512-BF16 (and GPUs from Ampere on) compute in bf16
+        bnb_4bit_compute_dtype=compute_dtype,
     )
+    print(f"4-bit blocks are unpacked to {compute_dtype} for each product")
     candidates = {
         "float32 LoRA": AutoModelForCausalLM.from_pretrained(sft_path.model, dtype=torch.float32),
         "4-bit NF4 (QLoRA)": prepare_model_for_kbit_training(
-            AutoModelForCausalLM.from_pretrained(sft_path.model, quantization_config=nf4_config, dtype=torch.bfloat16,
+            AutoModelForCausalLM.from_pretrained(sft_path.model, quantization_config=nf4_config, dtype=compute_dtype,
                                                  device_map={"": "cpu"}),
             use_gradient_checkpointing=False),
     }
@@ -470,6 +478,7 @@ else:
             output_dir=str(profile.outputs() / "sft-4bit-check"), max_steps=QUANT_STEPS,
             per_device_train_batch_size=profile.sft_batch_size, learning_rate=profile.sft_learning_rate,
             max_length=MAX_LENGTH, completion_only_loss=True, use_cpu=True, gradient_checkpointing=False,
+            bf16=False,  # SFTConfig turns bf16 mixed precision on by default; both rows compute as loaded
             save_strategy="no", report_to="none", seed=SEED, disable_tqdm=True,
         )
         quick = SFTTrainer(model=candidate, args=quick_config, train_dataset=quick_rows, processing_class=tokenizer)

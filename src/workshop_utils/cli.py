@@ -1,6 +1,7 @@
 """The `workshop` command: the notebooks' work, runnable from a terminal or a job scheduler.
 
     workshop profile                 print the active profile and what it implies
+    workshop lab                     open the notebooks in JupyterLab (what `make workshop` runs)
     workshop build-tiny-llama        build the tiny random Llama the unit tests use into the cache
     workshop make-data               regenerate data/paraphrase (deterministic; data/medquad: scripts/build_medquad.py)
     workshop train-classifier ...    fine-tune a classifier (Trainer, optional LoRA); accelerate-ready
@@ -19,6 +20,7 @@ from . import WorkshopError
 
 # sub-command -> module implementing add_arguments(parser) and run(args) -> int
 COMMANDS = {
+    "lab": ("workshop_utils.lab", "open the notebooks in JupyterLab with this environment's kernel"),
     "train-classifier": ("workshop_utils.classifier", "fine-tune a sequence classifier with Trainer (optionally LoRA)"),
     "sft": ("workshop_utils.sft", "supervised fine-tuning of a chat model with TRL SFTTrainer (QLoRA/LoRA)"),
     "dpo": ("workshop_utils.dpo", "preference tuning with DPO on top of an SFT adapter (TRL DPOTrainer)"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +156,13 @@ class Profile:
             ("expected time, whole series", est.total_text()),
         ]
 
+    def html(self) -> str:
+        from html import escape
+
+        cells = "".join(f"<tr><th style='text-align:left'>{escape(k)}</th><td style='text-align:left'>{escape(v)}</td></tr>"
+                        for k, v in self.table_rows())
+        return f"<table class='workshop-profile'>{cells}</table>"
+
     def table(self) -> str:
         rows = self.table_rows()
         width = max(len(k) for k, _ in rows)
@@ -163,10 +171,22 @@ class Profile:
         return "\n".join([rule, *lines, rule])
 
     def show(self) -> None:
-        """Print the table that opens every notebook."""
-        print(self.table())
+        """The table that opens every notebook: an HTML table in Jupyter, aligned text in a terminal."""
+        if _in_jupyter():
+            from IPython.display import HTML, display
+
+            display(HTML(self.html()))
+        else:
+            print(self.table())
         for note in self.notes:
             print("note:", note)
+
+
+def _in_jupyter() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, Colab), where HTML renders; False in a terminal or test."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
 
 
 def _short(value: str) -> str:

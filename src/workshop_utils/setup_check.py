@@ -47,10 +47,14 @@ def fix_torchvision() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fix", action="store_true", help="remove a CUDA-only torchvision on machines without CUDA")
+    parser.add_argument("--fix", action="store_true",
+                        help="remove a CUDA-only torchvision on machines without CUDA; set JupyterLab's defaults")
     args = parser.parse_args(argv)
     if args.fix:
+        from .lab import install_defaults
+
         print(fix_torchvision())
+        print(install_defaults())
     failed = 0
     for name, code in CHECKS.items():
         ok, tail = _runs(code)

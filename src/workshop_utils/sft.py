@@ -604,8 +604,12 @@ def load_for_path(path: SFTPath, profile, *, max_length: int, lora_r: int, seed:
             from peft import prepare_model_for_kbit_training
             from transformers import BitsAndBytesConfig
 
-            # bf16 compute: GPUs from Ampere on and CPUs with AVX512-BF16; fp16 on older GPUs (a T4)
-            compute = torch.float16 if profile.fp16 else torch.bfloat16
+            from .envinfo import cpu_bf16_native
+
+            # bf16 compute on GPUs from Ampere on and on CPUs that have it in hardware; fp16 on older GPUs (a T4);
+            # float32 on CPUs that would only emulate bf16 (many times slower)
+            native_bf16 = profile.device == "cuda" or cpu_bf16_native()
+            compute = torch.float16 if profile.fp16 else torch.bfloat16 if native_bf16 else torch.float32
             bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                      bnb_4bit_compute_dtype=compute)
             device_map = {"": PartialStateIndex() if profile.device == "cuda" else "cpu"}
