@@ -41,3 +41,29 @@ def test_rouge_l_offline():
 
 def test_confusion_rows_are_truth():
     assert metrics.confusion([1, 0, 1], [1, 1, 0]) == [[0, 1], [1, 1]]
+
+
+def test_evaluate_modules_load_offline_and_agree_with_sklearn(monkeypatch):
+    import evaluate
+    from sklearn.metrics import accuracy_score, f1_score
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is out of reach: the local modules must serve
+    rng = np.random.default_rng(1)
+    preds, refs = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
+    accuracy, f1 = metrics.load_metric("accuracy"), metrics.load_metric("f1")
+    assert isinstance(accuracy, evaluate.Metric) and isinstance(f1, evaluate.Metric)
+    assert accuracy.compute(predictions=preds, references=refs) == {"accuracy": pytest.approx(accuracy_score(refs, preds))}
+    assert f1.compute(predictions=preds, references=refs) == {"f1": pytest.approx(f1_score(refs, preds))}
+    both = evaluate.combine([accuracy, f1])  # as attendees use them
+    for start in range(0, 300, 100):
+        both.add_batch(predictions=preds[start:start + 100], references=refs[start:start + 100])
+    assert both.compute() == pytest.approx(metrics.accuracy_f1(preds, refs))
+
+
+def test_unknown_metric_names_the_ones_there_are():
+    with pytest.raises(ValueError, match="available: accuracy, f1"):
+        metrics.load_metric("bleu")
+
+
+def test_f1_of_one_class_against_the_rest():
+    assert metrics.accuracy_f1([2, 1, 0, 1], [2, 1, 1, 0], positive=1)["f1"] == pytest.approx(0.5)

@@ -155,9 +155,27 @@ training_args = TrainingArguments(
 )
 
 # %% [markdown]
+# ## How to score: 🤗 `evaluate`
+# GLUE MRPC reports accuracy and F1. The `evaluate` library gives every metric the same interface:
+# `evaluate.load(name)` returns a module, `compute(predictions=..., references=...)` scores them, and
+# `evaluate.combine([...])` scores several at once. `evaluate.load("accuracy")` fetches the metric's code
+# from the Hub; without the Hub, `metrics.load_metric` hands `evaluate.load` the workshop's own module of
+# the same name from a local folder instead (same inputs, same output key, computed with scikit-learn).
+
+# %%
+import evaluate
+
+accuracy_and_f1 = evaluate.combine([metrics.load_metric("accuracy"), metrics.load_metric("f1")])
+print(accuracy_and_f1.compute(predictions=[1, 1, 0, 1], references=[1, 0, 0, 1]))  # 3 of 4 right; F1 of class 1: 0.8
+
+
+def compute_metrics(eval_pred):
+    """Trainer hands over the logits and labels of the whole evaluation set."""
+    logits, labels = eval_pred
+    return accuracy_and_f1.compute(predictions=np.argmax(logits, axis=-1), references=labels)
+
+# %% [markdown]
 # ## `Trainer`: model + arguments + data + how to score
-# `compute_metrics` turns the evaluation logits into accuracy and F1 (`workshop_utils.metrics` computes
-# them locally; `evaluate.load("glue", ...)` would need the Hub).
 
 # %%
 trainer = Trainer(
@@ -167,7 +185,7 @@ trainer = Trainer(
     eval_dataset=encoded["validation"],
     processing_class=tokenizer,
     data_collator=collator,
-    compute_metrics=metrics.compute_classification_metrics,
+    compute_metrics=compute_metrics,
 )
 
 if baseline is None:
@@ -309,7 +327,7 @@ lora_trainer = Trainer(
     eval_dataset=encoded["validation"],
     processing_class=tokenizer,
     data_collator=collator,
-    compute_metrics=metrics.compute_classification_metrics,
+    compute_metrics=compute_metrics,
 )
 # on a CPU about as long as full fine-tuning: the gradients still flow back through every frozen layer,
 # LoRA only saves computing and applying the weights' own gradients
