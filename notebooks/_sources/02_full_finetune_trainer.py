@@ -259,6 +259,28 @@ results.record("02_full_finetune_trainer", "classifier", {
 print("saved to", display_path(classifier_dir), ":", sorted(p.name for p in classifier_dir.iterdir()))
 
 # %% [markdown]
+# ### A model card, and sharing on the Hub
+# On the Hugging Face Hub a model is a folder like this one plus a `README.md`, the **model card**: a YAML
+# header the Hub reads (licence, base model, task, evaluation results) and a few lines for people. We write
+# one beside the weights (offline, with `huggingface_hub`). To share the model, log in once *in a terminal*
+# (`hf auth login`; a token typed into a cell ends up in the saved notebook), then:
+# ```python
+# model.push_to_hub("your-name/paraphrase-classifier")      # weights, config and the card
+# tokenizer.push_to_hub("your-name/paraphrase-classifier")
+# ```
+
+# %%
+from workshop_utils.cards import write_model_card
+
+card = write_model_card(
+    classifier_dir, title="Paraphrase classifier (full fine-tune)",
+    summary="Says whether sentence 2 paraphrases sentence 1; every weight fine-tuned with `Trainer`.",
+    base_model=profile.clf_model, task="text-classification", dataset=profile.clf_data,
+    scores={"accuracy": after["accuracy"], "f1": after["f1"]}, made_by=f"notebook 02, profile `{profile.name}`",
+)
+print(card.data.to_yaml())
+
+# %% [markdown]
 # ## The same model with LoRA
 # Full fine-tuning updates every one of the model's weights and keeps optimizer state for each. LoRA
 # freezes them and learns, next to chosen weight matrices, a low-rank update `B @ A` (rank `r`):

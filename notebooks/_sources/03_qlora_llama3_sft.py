@@ -415,6 +415,23 @@ print(f"saved to {display_path(adapter_dir)}: {', '.join(sorted(p.name for p in 
 assert weights and all(w.endswith(".safetensors") for w in weights), weights
 
 # %% [markdown]
+# The adapter gets a model card as notebook 02's classifier did; on the Hub, its `base_model` field links
+# it to the model it needs. After `hf auth login` in a terminal, `trainer.model.push_to_hub("your-name/...")`
+# uploads the adapter (a few MB) with the card, and anyone can load it on top of the base model.
+
+# %%
+from workshop_utils.cards import write_model_card
+
+card = write_model_card(
+    adapter_dir, title="Medical question answering LoRA adapter (SFT)", library="peft",
+    summary="A LoRA adapter trained with TRL's `SFTTrainer` on MedQuAD questions and answers. Not medical advice.",
+    base_model=sft_path.model, task="text-generation", dataset=profile.llm_data,
+    scores={"held-out answer NLL": after["nll"], "ROUGE-L": after["rougeL"], "stop rate": after["eos_rate"]},
+    made_by=f"notebook 03, profile `{profile.name}`, route `{sft_path.name}`",
+)
+print(card.data.to_yaml())
+
+# %% [markdown]
 # ## QLoRA on a CPU: what 4-bit buys and what it costs
 #
 # On a GPU the run above already was QLoRA: 4-bit weights, 16-bit compute. On a CPU it trained in float32.
