@@ -2,15 +2,13 @@
 
 The model calls stay in the notebook: a demo here only wires a text box and a button to a plain
 function ``callback(text) -> str`` that the notebook defines, so the same function can be called
-directly (which is what CI does, since it has no browser to click in).
+directly (nbval does), and ``tests/test_workshop_in_browser.py`` types and clicks in a real browser.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
-
 
 
 def require(path: Path | str, notebook: str) -> Path:
@@ -18,11 +16,6 @@ def require(path: Path | str, notebook: str) -> Path:
     from .results import require_artifact
 
     return require_artifact(path, notebook)
-
-
-def headless() -> bool:
-    """True under CI or the smoke profile, where nobody clicks a button."""
-    return bool(os.environ.get("CI")) or os.environ.get("WORKSHOP_PROFILE", "").lower() == "smoke"
 
 
 def text_demo(title: str, callback: Callable[[str], str], *, value: str = "", placeholder: str = "",

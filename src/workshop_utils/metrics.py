@@ -117,18 +117,6 @@ def gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
 
 
-class Timer:
-    """``with Timer() as t: ...`` then ``t.seconds``."""
-
-    def __enter__(self) -> "Timer":
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.seconds = time.perf_counter() - self.start
-
-
 @contextmanager
 def measure(device: str | None = None, interval: float = 0.05):
     """Wall time and peak memory of a block: ``with measure() as m: ...; m["seconds"], m["peak_memory_bytes"]``.

@@ -68,10 +68,6 @@ class SFTPath:
     model: str
     reason: str
 
-    @property
-    def quantized(self) -> bool:
-        return self.name in ("unsloth", "bnb")
-
     def describe(self) -> str:
         what = {
             "unsloth": "QLoRA through Unsloth (4-bit, Unsloth kernels)",
