@@ -93,12 +93,17 @@ def accelerate_two_cpu_processes() -> list[str]:
     torchrun, and without CUDA each process joins a CPU (gloo) process group. The rendezvous gets a port
     nobody listens on now: torchrun's default, 29500, may be taken or in TIME_WAIT.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
+    port = str(free_port())
     return [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
             "--num_machines", "1", "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
             "-m", "workshop_utils.cli"]
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on now (for a server a test starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from test_rerun import execute
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,12 +61,6 @@ def chromium_or_skip() -> str:
             pytest.fail(message + "; under CI this is a failure, not a skip (.ci/run installs Chromium)")
         pytest.skip(message)
     return exe
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_status(url: str) -> int:
@@ -153,32 +147,52 @@ class Browser:
         return self.page.locator("#jp-main-statusbar").text_content() or ""
 
     def open(self, notebook: str) -> None:
-        self.page.goto(f"{self.lab.base}/lab/tree/{notebook}.ipynb?token={self.lab.token}")
+        """Open ``notebook`` in a workspace of its own, so JupyterLab restores no tab from the previous step.
+
+        With the default workspace, the notebook of the previous test comes back as a tab beside this one, and
+        which of the two *Run All Cells* acts on depends on the order the restore finished in.
+        """
+        self.page.goto(f"{self.lab.base}/lab/workspaces/{notebook}/tree/{notebook}.ipynb?reset&token={self.lab.token}")
         self.page.locator(".jp-NotebookPanel:visible .jp-Cell").first.wait_for(timeout=90_000)
         self.wait_for(lambda: "Idle" in self.kernel_state(), 120, "the kernel never became idle")
         assert self.page.locator(".jp-NotebookPanel:visible .jp-CodeCell").count() > 0, "no code cells rendered"
+        tabs = self.page.locator(".jp-NotebookPanel").count()
+        assert tabs == 1, f"{tabs} notebooks are open; this step expects {notebook} alone"
+
+    def prompts(self) -> list[str]:
+        locator = self.page.locator(".jp-NotebookPanel:visible .jp-CodeCell .jp-InputPrompt:not(.jp-Placeholder-prompt)")
+        return [text.strip() for text in locator.all_text_contents()]
 
     def run_all(self, timeout: float) -> None:
-        """*Run → Run All Cells*, then wait until every code cell has run or one failed."""
+        """Click into the notebook, *Run → Run All Cells*, then wait until every code cell ran or one failed."""
+        # an attendee clicks into the notebook first; the click also makes it the notebook the Run menu acts on
+        self.page.locator(".jp-NotebookPanel:visible .jp-Cell .jp-InputPrompt").first.click()
         self.page.get_by_role("menuitem", name="Run", exact=True).click()
         self.page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
-        prompts = self.page.locator(".jp-NotebookPanel:visible .jp-CodeCell .jp-InputPrompt:not(.jp-Placeholder-prompt)")
-        deadline, idle_since = time.monotonic() + timeout, None
+        started = time.monotonic()
+        deadline, idle_since = started + timeout, None
         while time.monotonic() < deadline:
-            texts = [t.strip() for t in prompts.all_text_contents()]
+            texts = self.prompts()
+            if not any(re.fullmatch(r"\[(\d+|\*)\]:", t) for t in texts) and time.monotonic() - started > 30:
+                raise AssertionError(f"Run All Cells started no cell within 30 s (kernel: {self.kernel_state()!r}; "
+                                     f"dialogs: {self.dialogs()}); JupyterLab's log: {self.lab.log_tail(8)}")
             busy = any(t == "[*]:" for t in texts) or "Idle" not in self.kernel_state()
             idle_since = None if busy else (idle_since or time.monotonic())
             # the kernel stays busy while Run All's queue lasts (collapsed cells show no prompt to read), so
             # done means: every prompt shown has a number and the kernel has been idle for a few seconds
             if texts and all(re.fullmatch(r"\[\d+\]:", t) for t in texts) and idle_since and time.monotonic() - idle_since > 3:
                 return
-            if idle_since and time.monotonic() - idle_since > 10:  # idle with cells left: a cell failed
+            if idle_since and time.monotonic() - idle_since > 10 and any(t != "[ ]:" for t in texts):
+                # idle with cells left after some ran: a cell failed
                 error = self.page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
                 shown = error.last.text_content() if error.count() else "no error output"
                 ran = sum(bool(re.fullmatch(r"\[\d+\]:", t)) for t in texts)
                 raise AssertionError(f"{ran} of {len(texts)} code cells ran; last error output: {shown[-800:]}")
             time.sleep(1)
         raise AssertionError(f"the cells had not finished after {timeout:.0f} s")
+
+    def dialogs(self) -> list[str]:
+        return [re.sub(r"\s+", " ", text) for text in self.page.locator(".jp-Dialog:visible").all_text_contents()]
 
     def wait_for(self, condition, timeout: float, message: str) -> None:
         deadline = time.monotonic() + timeout
@@ -210,7 +224,7 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def browser(notebook_series, tmp_path_factory):
+def lab_and_chromium(notebook_series, tmp_path_factory):
     executable = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -220,12 +234,20 @@ def browser(notebook_series, tmp_path_factory):
         assert http_status(f"{lab.base}/api/contents") == 403, "JupyterLab answered without its token"
         with sync_playwright() as driver:
             chromium = driver.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            yield Browser(page, lab)
+            yield lab, chromium
             chromium.close()
     finally:
         lab.stop()
+
+
+@pytest.fixture
+def browser(lab_and_chromium):
+    """A new page per test, as an attendee opens a notebook in a new tab."""
+    lab, chromium = lab_and_chromium
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    yield Browser(page, lab)
+    page.close()  # without beforeunload: JupyterLab would ask about the unsaved notebook
 
 
 def test_setup_notebook_in_jupyterlab(browser):
