@@ -57,3 +57,14 @@ def test_workshop_errors_render_as_one_line_in_jupyter(tmp_path):
     shown = err.value._render_traceback_()
     assert len(shown) == 1 and shown[0].startswith("MissingArtifactError: ")
     assert "run notebooks/02_full_finetune_trainer.ipynb" in shown[0]
+
+
+def test_json_writer_leaves_the_old_file_whole_when_a_write_fails(tmp_path):
+    from workshop_utils.paths import write_json_atomic
+
+    path = tmp_path / "metrics.json"
+    write_json_atomic(path, {"accuracy": 0.8})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"accuracy": object()})  # not JSON: fails before anything is replaced
+    assert json.loads(path.read_text()) == {"accuracy": 0.8}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"], "a temporary file was left behind"

@@ -20,7 +20,6 @@ Everything not given on the command line comes from the active run profile (``wo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 from . import WorkshopError
+from .paths import write_json_atomic
 
 METRICS_FILE = "metrics.json"
 # Test hook: exit hard right after the checkpoint of this step is written (simulates a crash/kill).
@@ -320,9 +320,7 @@ def run(args: argparse.Namespace) -> int:
         }
         for ckpt in trainer_checkpoints(out):
             shutil.rmtree(ckpt, ignore_errors=True)  # the final model is in DIR; checkpoints were for resuming
-        tmp = out / (METRICS_FILE + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out / METRICS_FILE)  # written last: its presence means "finished"
+        write_json_atomic(out / METRICS_FILE, record)  # written last: its presence means "finished"
         print(
             f"done in {m['seconds']:.0f} s ({record['train_samples_per_second']:.1f} samples/s, {world} process(es)); "
             f"accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, F1 {before['f1']:.3f} -> {after['f1']:.3f}; "

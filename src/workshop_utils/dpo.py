@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import DataError, WorkshopError
+from .paths import write_json_atomic
 
 SPLITS = ("train", "test")
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -231,7 +232,7 @@ def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -
         before = recipe.score(model, tokenizer, held_out, beta=beta, reference=None, max_new_tokens=profile.max_new_tokens,
                               desc="SFT model")
         before = {k: v for k, v in before.items() if k != "answers"}
-        _write_json(before_file, before)  # with the reference log-probabilities, which a resumed run needs
+        write_json_atomic(before_file, before)  # with the reference log-probabilities, which a resumed run needs
     config = recipe.dpo_config(profile, out, max_steps=args.max_steps, learning_rate=args.learning_rate, beta=beta,
                                seed=args.seed)
     config.save_strategy, config.save_steps, config.save_total_limit = "steps", max(1, config.max_steps // 3), 2
@@ -266,19 +267,13 @@ def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -
         "resumed_from": resume.name if resume else None, "margins_during_training": curve, "seed": args.seed,
         "pairs": "given" if pairs_given is not None else "pairs.jsonl",
     }
-    _write_json(out / "metrics.json", result)  # written last: its presence means "finished"
+    write_json_atomic(out / "metrics.json", result)  # written last: its presence means "finished"
     for checkpoint in trainer_checkpoints(out):  # only needed to resume; they hold pickled state
         shutil.rmtree(checkpoint, ignore_errors=True)
     del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from .sft import write_json_atomic
-
-    write_json_atomic(path, data)
 
 
 __all__ = ["load_pairs", "write_pairs", "pair_logprobs", "margin_curve", "prompt_text", "add_arguments", "run"]

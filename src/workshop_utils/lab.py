@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from .paths import write_json_atomic
+
 # written into <environment>/share/jupyter/lab/settings/overrides.json (JupyterLab's defaults for this
 # environment only; an attendee's own settings still win)
 LAB_DEFAULTS = {
@@ -30,7 +32,7 @@ def install_defaults(prefix: str | os.PathLike = sys.prefix) -> str:
     if merged == current:
         return "JupyterLab defaults: already set"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(path, merged)
     return "JupyterLab defaults: no news pop-up (overrides.json in this environment)"
 
 

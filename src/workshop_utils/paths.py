@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 
 def _looks_like_root(path: Path) -> bool:
@@ -95,3 +97,12 @@ def refuse_checkpoint_lookalikes(out: os.PathLike | str) -> None:
                 f"{display_path(child)}: the Trainer treats every checkpoint-* folder in --output-dir as its own "
                 "and may delete it; rename that folder or choose another --output-dir"
             )
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """The workshop's one JSON writer: a temporary file beside ``path``, then a rename, so a crash or a full
+    disk never leaves half a file where a reader (a later notebook, a resumed run) expects a whole one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

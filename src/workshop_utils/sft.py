@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import DataError, WorkshopError
+from .paths import write_json_atomic
 
 SEED = 42
 SYSTEM_PROMPT = "You are a medical assistant. Answer health questions accurately in a few plain sentences."
@@ -770,10 +771,3 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
