@@ -202,10 +202,14 @@ class Browser:
             time.sleep(0.5)
         raise AssertionError(message)
 
-    def output_text(self, index: int) -> str:
-        """The rendered output of the notebook's code cell ``index`` (0-based)."""
-        cell = self.page.locator(".jp-NotebookPanel:visible .jp-CodeCell").nth(index)
-        return re.sub(r"\s+", " ", cell.locator(".jp-OutputArea").text_content() or "")
+    def code_cell(self, showing: str):
+        """The notebook's code cell whose code contains ``showing``."""
+        return self.page.locator(".jp-NotebookPanel:visible .jp-CodeCell").filter(
+            has=self.page.locator(".jp-InputArea", has_text=showing)).first
+
+    def output_text(self, showing: str) -> str:
+        """The rendered output of the code cell whose code contains ``showing``."""
+        return re.sub(r"\s+", " ", self.code_cell(showing).locator(".jp-OutputArea").text_content() or "")
 
     def demo(self, title: str, text: str, button: str, timeout: float = 300) -> str:
         """Type ``text`` into the live demo titled ``title``, click ``button``, return what it answered."""
@@ -258,13 +262,13 @@ def test_setup_notebook_in_jupyterlab(browser):
         toasts = browser.page.locator(".Toastify__toast:visible").all_text_contents()
         assert not toasts, f"pop-ups cover the notebook (make setup sets JupyterLab's defaults): {toasts}"
     with browser.step("00-profile-table"):
-        table = browser.page.locator(".jp-NotebookPanel:visible .jp-CodeCell").first.locator("table")
-        assert table.count() == 1, f"the profile prints as text, not a table: {browser.output_text(0)[:300]!r}"
+        table = browser.code_cell("profile.show()").locator("table")
+        assert table.count() == 1, f"the profile prints as text, not a table: {browser.output_text('profile.show()')[:300]!r}"
         rows = dict(zip(table.locator("th").all_text_contents(), table.locator("td").all_text_contents()))
         assert rows.get("profile") == "smoke", f"profile table rows: {rows}"
         table.scroll_into_view_if_needed()
     with browser.step("00-kernel-environment"):
-        hardware = browser.output_text(1)
+        hardware = browser.output_text("envinfo.hardware()")
         assert re.search(r"python \S+ in \.venv\b", hardware), f"the kernel is not the project's .venv: {hardware[:300]!r}"
     with browser.step("00-self-check"):
         last = browser.page.locator(".jp-NotebookPanel:visible .jp-CodeCell").last

@@ -23,11 +23,10 @@
 # You can force a profile with the environment variable `WORKSHOP_PROFILE` before starting Jupyter,
 # e.g. `WORKSHOP_PROFILE=offline make workshop`.
 #
-# > **On Colab?** Run this first, then *Runtime → Restart session*:
-# > ```
-# > !git clone <this repository's URL> workshop && cd workshop && pip install -q -r requirements.txt -c constraints.txt && pip install -q --no-deps -e .
-# > ```
-# > and `import os; os.chdir("workshop/notebooks")` at the top of each notebook.
+# > **On Colab?** Put the workshop's git address in `REPO_URL` in the first code cell below and run it: it
+# > installs the workshop with its pins (keeping Colab's torch) and asks for one restart. Every notebook
+# > starts with the same cell, because each Colab notebook runs on a machine of its own. Anywhere else that
+# > cell does nothing.
 
 # %%
 # The run profile: what this notebook will do on this machine, and why.
@@ -58,9 +57,9 @@ envinfo.print_table(hw.items(), headers=("what", "this machine"))
 # %%
 rows = envinfo.versions()
 envinfo.print_table(rows, headers=("package", "installed", "pinned", "status"))
-drift = [r for r in rows if r[3] != "ok"]
+drift = [r for r in rows if not r[3].startswith("ok")]
 if drift:
-    print(f"\n{len(drift)} package(s) differ from requirements.txt: run `make setup` (or the Colab cell above) again.")
+    print(f"\n{len(drift)} package(s) differ from requirements.txt: run `make setup` (or the first cell, on Colab) again.")
 
 # %% [markdown]
 # ## Hugging Face Hub login
@@ -106,7 +105,7 @@ print(f"LLM tokenizer OK: eos={llm_tokenizer.eos_token!r}, pad={llm_tokenizer.pa
 # ## Self-check
 
 # %%
-problems = [f"{name} {installed} (pinned {pinned})" for name, installed, pinned, status in rows if status != "ok"]
+problems = [f"{name} {installed} (pinned {pinned})" for name, installed, pinned, status in rows if not status.startswith("ok")]
 assert not problems, "versions differ from requirements.txt: " + "; ".join(problems) + " — run `make setup`"
 x = torch.randn(64, 64)
 assert torch.allclose((x @ torch.eye(64)), x), "torch cannot multiply matrices correctly"

@@ -6,9 +6,12 @@ import os
 import platform
 import re
 import shutil
+import sys
 from importlib import metadata
 from pathlib import Path
 
+# on Colab the notebooks' first cell installs every pin but these: Colab's CUDA build stays
+COLAB_KEEPS = ("torch",)
 KEY_PACKAGES = (
     "torch", "transformers", "datasets", "accelerate", "peft", "trl", "bitsandbytes", "unsloth",
     "unsloth_zoo", "evaluate", "tokenizers", "huggingface_hub", "jupyterlab", "ipywidgets", "nbval",
@@ -45,6 +48,8 @@ def versions() -> list[tuple[str, str, str, str]]:
         pinned = pins.get(_norm(name), "-")
         base = installed.split("+")[0]
         status = "ok" if pinned in ("-", base) else ("MISSING" if installed == "missing" else "DIFFERS from pin")
+        if name in COLAB_KEEPS and installed != "missing" and "google.colab" in sys.modules:
+            status = "ok (Colab's build)"  # the notebooks' first cell keeps it: the pin is the CPU wheel
         rows.append((name, installed, pinned, status))
     return rows
 

@@ -13,7 +13,8 @@
     ...
 
 A notebook may be written in parts: ``NN_name.py`` first, then every ``NN_name+PART.py`` in sorted
-order. Cells tagged ``solution`` are stored collapsed (``source_hidden``), so exercise solutions stay
+order. ``_colab.py`` is every notebook's first code cell, right after its title: on Colab, where each
+notebook runs on a machine of its own, it installs the workshop; anywhere else it does nothing. Cells tagged ``solution`` are stored collapsed (``source_hidden``), so exercise solutions stay
 out of the attendee's way but still run, and are tested, with the notebook.
 
 Code cells tagged ``export`` are a recipe the ``workshop`` commands share with the notebook (d2l's
@@ -34,6 +35,7 @@ import re
 import sys
 from pathlib import Path
 
+COLAB_CELL = "_colab.py"
 CELL_RE = re.compile(r"^# %%(?P<md> \[markdown\])?(?:\s+tags=(?P<tags>\[.*\]))?\s*$")
 
 
@@ -84,6 +86,9 @@ def build(source_path: Path) -> str:
     cells = []
     for part in parts_of(source_path):
         cells.extend(parse_source(part.read_text(encoding="utf-8")))
+    colab = source_path.parent / COLAB_CELL
+    if colab.is_file():  # after the title cell
+        cells[1:1] = parse_source(colab.read_text(encoding="utf-8"))
     notebook = {
         "cells": cells,
         "metadata": {
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     nb_dir = repo_root() / "notebooks"
     stale = []
-    for src in sorted(p for p in (nb_dir / "_sources").glob("*.py") if "+" not in p.stem):
+    for src in sorted(p for p in (nb_dir / "_sources").glob("*.py") if "+" not in p.stem and not p.stem.startswith("_")):
         if args.names and src.stem not in args.names:
             continue
         outputs = [(nb_dir / f"{src.stem}.ipynb", build(src))]

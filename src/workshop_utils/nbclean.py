@@ -175,7 +175,7 @@ def orphan_sources(targets: list[Path]) -> list[str]:
         sources = target / "_sources"
         if target.is_dir() and sources.is_dir():
             for src in sorted(sources.glob("*.py")):
-                if "+" not in src.stem and not (target / f"{src.stem}.ipynb").exists():
+                if "+" not in src.stem and not src.stem.startswith("_") and not (target / f"{src.stem}.ipynb").exists():
                     problems.append(f"{target.name}/{src.stem}.ipynb: missing, but _sources/{src.name} exists: "
                                     "run `python -m workshop_utils.nbbuild`")
     return problems
