@@ -19,7 +19,6 @@ smoke      offline with tiny subsets and step counts, for CI and for a quick dry
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import sys
@@ -127,9 +126,6 @@ class Profile:
         from .paths import outputs_dir
 
         return outputs_dir(self.name)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def table_rows(self) -> list[tuple[str, str]]:
         """(setting, value) rows describing what the profile implies."""
