@@ -239,14 +239,28 @@ def test_custom_field_names_reach_the_loader(tmp_path, capsys, tmp_outputs):
 
 
 # --------------------------------------------------------------------------- the command end to end
-def _sft(out, *extra, env=None, launcher=None, model=None):
-    """`workshop sft` on the tiny random Llama (these tests are about plumbing: resume, files, processes)."""
+def _sft(out, *extra, env=None, launcher=None, model=None, timeout=300):
+    """`workshop sft` on the tiny random Llama (these tests are about plumbing: resume, files, processes).
+
+    On a timeout the command and every process it started go (torchrun's workers lead sessions of their
+    own, so a killed launcher would leave them behind), then TimeoutExpired is raised."""
     from workshop_utils.assets import tiny_llama_path
 
     cmd = (launcher or [str(BIN / "workshop")]) + ["sft", "--output-dir", str(out), *SMALL,
                                                   "--model", str(model or tiny_llama_path()), *extra]
     full_env = {**os.environ, "WORKSHOP_PROFILE": "smoke", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=300)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=ROOT)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        import psutil
+
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        raise subprocess.TimeoutExpired(cmd, timeout, stdout, stderr) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +333,8 @@ def test_refuses_to_overwrite_a_finished_run(resumed_run, capsys):
 
 def test_accelerate_launch_two_cpu_processes(tmp_path, accelerate_two_cpu_processes):
     out = tmp_path / "ddp"
-    done = _sft(out, "--no-unsloth", launcher=accelerate_two_cpu_processes)
+    # about 30 s; a hang here was a barrier one process skipped (see sft.train_and_score's before.json)
+    done = _sft(out, "--no-unsloth", launcher=accelerate_two_cpu_processes, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 4

@@ -690,13 +690,15 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
         return score_answers(answers, references[:n_generate], nll=nll)
 
     before_file = out / "before.json"
-    if before_file.is_file():  # resuming: the base model was scored by the interrupted run
-        before = json.loads(before_file.read_text(encoding="utf-8"))
-    else:
+    resuming = before_file.is_file()  # the base model was scored by the interrupted run
+    # every process looks before the main one writes: a process that looked later would skip the barrier
+    # below, and the processes' barriers would pair up wrongly until two of them wait forever
+    state.wait_for_everyone()
+    if not resuming:
         if state.is_main_process:  # LoRA B starts at zero, so the fresh peft model answers like the base model
             write_json_atomic(before_file, scores(model, "base model"))
         state.wait_for_everyone()
-        before = json.loads(before_file.read_text(encoding="utf-8"))
+    before = json.loads(before_file.read_text(encoding="utf-8"))
 
     train = to_prompt_completion(dd["train"], system_prompt)
     trunc = truncation_report(tokenizer, train, max_length)
