@@ -33,7 +33,7 @@ def test_committed_notebooks_pass_the_gate():
 
 def test_every_notebook_has_a_source_and_every_source_a_notebook():
     stems = {p.stem for p in NOTEBOOKS.glob("*.ipynb")}
-    sources = {p.stem for p in (NOTEBOOKS / "_sources").glob("*.py") if "+" not in p.stem and not p.stem.startswith("_")}
+    sources = {p.stem for p in nbbuild.notebook_sources(NOTEBOOKS / "_sources")}
     assert stems == sources
 
 

@@ -14,8 +14,9 @@
 
 A notebook may be written in parts: ``NN_name.py`` first, then every ``NN_name+PART.py`` in sorted
 order. ``_colab.py`` is every notebook's first code cell, right after its title: on Colab, where each
-notebook runs on a machine of its own, it installs the workshop; anywhere else it does nothing. Cells tagged ``solution`` are stored collapsed (``source_hidden``), so exercise solutions stay
-out of the attendee's way but still run, and are tested, with the notebook.
+notebook runs on a machine of its own, it installs the workshop; anywhere else it does nothing. Cells
+tagged ``solution`` are stored collapsed (``source_hidden``), so exercise solutions stay out of the
+attendee's way but still run, and are tested, with the notebook.
 
 Code cells tagged ``export`` are a recipe the ``workshop`` commands share with the notebook (d2l's
 ``#@save``, nbdev's export): they are also written, in order, into
@@ -76,6 +77,11 @@ def parse_source(text: str) -> list[dict]:
 def _split(source: str) -> list[str]:
     parts = source.split("\n")
     return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def notebook_sources(sources: Path) -> list[Path]:
+    """The sources in ``sources`` that each build a notebook: not a ``+PART`` nor a shared ``_cell``."""
+    return sorted(p for p in sources.glob("*.py") if "+" not in p.stem and not p.stem.startswith("_"))
 
 
 def parts_of(source_path: Path) -> list[Path]:
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     nb_dir = repo_root() / "notebooks"
     stale = []
-    for src in sorted(p for p in (nb_dir / "_sources").glob("*.py") if "+" not in p.stem and not p.stem.startswith("_")):
+    for src in notebook_sources(nb_dir / "_sources"):
         if args.names and src.stem not in args.names:
             continue
         outputs = [(nb_dir / f"{src.stem}.ipynb", build(src))]

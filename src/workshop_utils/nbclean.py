@@ -170,12 +170,14 @@ def notebooks_in(targets: list[Path]) -> list[Path]:
 
 def orphan_sources(targets: list[Path]) -> list[str]:
     """Sources in ``<dir>/_sources`` whose notebook was never built."""
+    from .nbbuild import notebook_sources
+
     problems = []
     for target in targets:
         sources = target / "_sources"
         if target.is_dir() and sources.is_dir():
-            for src in sorted(sources.glob("*.py")):
-                if "+" not in src.stem and not src.stem.startswith("_") and not (target / f"{src.stem}.ipynb").exists():
+            for src in notebook_sources(sources):
+                if not (target / f"{src.stem}.ipynb").exists():
                     problems.append(f"{target.name}/{src.stem}.ipynb: missing, but _sources/{src.name} exists: "
                                     "run `python -m workshop_utils.nbbuild`")
     return problems
