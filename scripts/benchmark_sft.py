@@ -53,7 +53,8 @@ def load_lora_model(r: int, alpha: int, dropout: float, pad_is_eos: bool = False
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from workshop_utils.assets import smollm2_path
-    from workshop_utils.sft import LORA_TARGETS, ensure_distinct_pad
+    from workshop_utils.recipes.qlora_llama3_sft import LORA_TARGETS
+    from workshop_utils.chat import ensure_distinct_pad
 
     path = smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -71,25 +72,23 @@ def load_lora_model(r: int, alpha: int, dropout: float, pad_is_eos: bool = False
 def conversations(rows):
     from datasets import Dataset
 
-    from workshop_utils.sft import SYSTEM_PROMPT, to_prompt_completion
+    from workshop_utils.chat import SYSTEM_PROMPT, to_prompt_completion
 
     return to_prompt_completion(Dataset.from_list(rows), SYSTEM_PROMPT)
 
 
 def project_trainer(model, tokenizer, rows, *, steps: int, batch: int, max_length: int, lr: float, out: Path):
-    """The recipe of notebook 03 / `workshop sft` on a CPU (the same SFTConfig settings)."""
-    from trl import SFTConfig, SFTTrainer
+    """The recipe of notebook 03 / `workshop sft` in the offline profile: its own ``sft_training_config``."""
+    from trl import SFTTrainer
 
-    from workshop_utils.sft import use_torch_loss_on_cpu
+    from workshop_utils.profiles import make_profile
+    from workshop_utils.recipes.qlora_llama3_sft import sft_training_config
+    from workshop_utils.routes import choose_path, use_torch_loss_on_cpu
 
     use_torch_loss_on_cpu()
-    config = SFTConfig(
-        output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
-        lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20), max_length=max_length, completion_only_loss=True,
-        use_cpu=True, gradient_checkpointing=False, optim="adamw_torch", logging_steps=max(1, steps // 5),
-        save_strategy="no", include_num_input_tokens_seen="non_padding", report_to="none", seed=42, data_seed=42,
-        dataloader_num_workers=0, disable_tqdm=True,
-    )
+    profile = make_profile("offline", "the benchmark trains the offline profile's recipe", cuda=False, hub=False)
+    config = sft_training_config(profile, choose_path(profile), out, max_steps=steps, batch_size=batch,
+                                 learning_rate=lr, max_length=max_length)
     return SFTTrainer(model=model, args=config, train_dataset=conversations(rows), processing_class=tokenizer)
 
 
@@ -98,7 +97,7 @@ def seed_trainer(model, tokenizer, rows, *, steps: int, batch: int, max_length: 
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from workshop_utils.sft import SYSTEM_PROMPT, to_messages
+    from workshop_utils.chat import SYSTEM_PROMPT, to_messages
 
     texts = [tokenizer.apply_chat_template(to_messages(r["instruction"], SYSTEM_PROMPT)
                                            + [{"role": "assistant", "content": r["response"]}], tokenize=False)
@@ -128,7 +127,7 @@ def bare_loop(model, tokenizer, rows, *, steps: int, batch: int, max_length: int
     """Forward, loss on every real token, backward, AdamW: the fastest honest loop PyTorch offers."""
     import torch
 
-    from workshop_utils.sft import SYSTEM_PROMPT, to_messages
+    from workshop_utils.chat import SYSTEM_PROMPT, to_messages
 
     texts = [tokenizer.apply_chat_template(to_messages(r["instruction"], SYSTEM_PROMPT)
                                            + [{"role": "assistant", "content": r["response"]}], tokenize=False)
@@ -149,7 +148,8 @@ def bare_loop(model, tokenizer, rows, *, steps: int, batch: int, max_length: int
 
 
 def held_out(model, tokenizer, test_rows, *, generate: int, max_new_tokens: int) -> dict[str, float]:
-    from workshop_utils.sft import SYSTEM_PROMPT, answer_nll, generate_answers, score_answers
+    from workshop_utils.answers import answer_nll, generate_answers, score_answers
+    from workshop_utils.chat import SYSTEM_PROMPT
 
     questions = [r["instruction"] for r in test_rows]
     references = [r["response"] for r in test_rows]
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--part", choices=("speed", "recipes", "all"), default="all")
     parser.add_argument("--data", default=str(ROOT / "data" / "medquad"))
     parser.add_argument("--speed-steps", type=int, default=8, help="timed steps per loop in part speed (after 1 warm-up)")
-    parser.add_argument("--steps", type=int, default=60, help="training steps per recipe in part recipes")
+    parser.add_argument("--steps", type=int, default=120, help="training steps per recipe in part recipes (default: the offline profile's)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-4)

@@ -108,7 +108,7 @@ def long_conversations(tokenizer, seq_len: int, n: int):
 
     from workshop_utils.data import load_instruction_task
     from workshop_utils.paths import data_dir
-    from workshop_utils.sft import SYSTEM_PROMPT, to_messages
+    from workshop_utils.chat import SYSTEM_PROMPT, to_messages
 
     rows = load_instruction_task(source=str(data_dir() / "medquad"))["train"]
     pool = [r["response"] for r in rows]
@@ -128,13 +128,14 @@ def run_child(args) -> dict:
     import torch
     from transformers import TrainerCallback
     from workshop_utils.profiles import make_profile
-    from workshop_utils.sft import SFTPath, load_for_path, parameter_counts
+    from workshop_utils.answers import parameter_counts
+    from workshop_utils.routes import SFTPath
+    from workshop_utils.sft import load_for_path
 
     profile = make_profile("gpu", "benchmark", cuda=True, hub=False)
     path = SFTPath(args.child, args.model_dir, "benchmark")
     start = time.perf_counter()
-    model, tokenizer = load_for_path(path, profile, max_length=args.seq_len, lora_r=args.lora_r, seed=0,
-                                     offline_random_base=False)
+    model, tokenizer = load_for_path(path, profile, max_length=args.seq_len, lora_r=args.lora_r, seed=0)
     load_seconds = time.perf_counter() - start
     if args.child == "unsloth":
         from unsloth import FastLanguageModel

@@ -117,20 +117,24 @@ def test_refuses_to_overwrite_a_finished_run(finished_run, slice_files, tmp_path
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before and (out / "metrics.json").read_text() == text
 
 
-@pytest.mark.parametrize("command", ["classifier", "sft"])
-def test_overwrite_removes_only_what_the_command_wrote(command, tmp_path):
-    """--overwrite clears the earlier run's checkpoints and metrics; an attendee's own files stay."""
-    import importlib
+@pytest.mark.parametrize("also", [(), ("before.json",), ("before.json", "pairs.jsonl")], ids=["train-classifier", "sft", "dpo"])
+def test_overwrite_removes_only_what_the_command_wrote(also, tmp_path):
+    """--overwrite clears the earlier run's checkpoints, metrics and the command's own files; an attendee's stay.
 
-    clear = importlib.import_module(f"workshop_utils.{command}").clear_previous_run
+    The three commands share ``paths.clear_previous_run``; each names the extra files it writes."""
+    from workshop_utils.paths import clear_previous_run
+
     out = tmp_path / "run"
     write(out / "checkpoint-6" / "model.safetensors", "x")
     write(out / "metrics.json", "{}")
+    for name in also:
+        write(out / name, "{}")
     mine = {"my_notes.md": "my notes", "checkpoint-best-by-hand/notes.txt": "kept", "data/train.tsv": "label\n1\n"}
     for name, text in mine.items():
         write(out / name, text)
-    clear(out)
+    clear_previous_run(out, also=also)
     assert not (out / "checkpoint-6").exists() and not (out / "metrics.json").exists()
+    assert not any((out / name).exists() for name in also)
     assert {name: (out / name).read_text() for name in mine} == mine
 
 

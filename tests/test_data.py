@@ -4,12 +4,8 @@ import pytest
 
 from conftest import write
 from workshop_utils import DataError
-from workshop_utils.data import (
-    load_classification_files,
-    load_classification_task,
-    load_instruction_files,
-    read_table,
-)
+from workshop_utils.data import load_classification_files, load_classification_task, load_instruction_files
+from workshop_utils.tables import read_table
 
 TSV_HEADER = "label\tsentence1\tsentence2\n"
 

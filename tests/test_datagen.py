@@ -1,4 +1,4 @@
-"""Tests for the deterministic paraphrase generator in workshop_utils.datagen.
+"""Tests for the deterministic paraphrase generator, scripts/make_paraphrase_data.py.
 
 (data/medquad is real text built by scripts/build_medquad.py; tests/test_medquad_data.py covers it.)
 """
@@ -15,17 +15,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
 
-try:
-    from workshop_utils import datagen
-except ImportError:  # a plain checkout where the package is not installed
-    sys.path.insert(0, str(ROOT / "src"))
-    from workshop_utils import datagen
+
+def _load_script():
+    """The generator is a build script in scripts/, not part of the package: import it from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_paraphrase_data", ROOT / "scripts" / "make_paraphrase_data.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+datagen = _load_script()
 
 EXPECTED_FILES = [
     Path("paraphrase/train.tsv"),
     Path("paraphrase/validation.tsv"),
 ]
-REGENERATE = "python src/workshop_utils/datagen.py"
+REGENERATE = "python scripts/make_paraphrase_data.py"
 
 
 @pytest.fixture(scope="module")

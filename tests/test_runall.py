@@ -1,6 +1,5 @@
 """`workshop run-all` on two tiny synthetic notebooks: one passes, one fails."""
 
-import json
 
 import nbformat
 import pytest

@@ -38,7 +38,9 @@ def trainer(tiny):
     from trl import SFTConfig, SFTTrainer
 
     from workshop_utils.data import load_instruction_task
-    from workshop_utils.sft import LORA_TARGETS, ensure_distinct_pad, to_prompt_completion, use_torch_loss_on_cpu
+    from workshop_utils.chat import ensure_distinct_pad, to_prompt_completion
+    from workshop_utils.recipes.qlora_llama3_sft import LORA_TARGETS
+    from workshop_utils.routes import use_torch_loss_on_cpu
 
     torch.set_num_threads(1)
     dd = load_instruction_task(source=str(ROOT / "data" / "medquad"), max_rows={"train": 8, "test": 4})
@@ -61,7 +63,7 @@ def _batch(trainer, n=4):
 
 # --------------------------------------------------------------------------- pad token
 def test_tiny_llama_pad_is_distinct_and_kept(tokenizer):
-    from workshop_utils.sft import ensure_distinct_pad
+    from workshop_utils.chat import ensure_distinct_pad
 
     action = ensure_distinct_pad(tokenizer)
     assert action.startswith("kept")
@@ -71,7 +73,7 @@ def test_tiny_llama_pad_is_distinct_and_kept(tokenizer):
 def test_pad_equal_to_eos_is_replaced_by_an_existing_token(tokenizer, tiny):
     from transformers import AutoModelForCausalLM
 
-    from workshop_utils.sft import ensure_distinct_pad
+    from workshop_utils.chat import ensure_distinct_pad
 
     model = AutoModelForCausalLM.from_pretrained(tiny)
     tokenizer.pad_token = tokenizer.eos_token  # what many hub chat models ship with
@@ -86,7 +88,7 @@ def test_missing_pad_is_added_and_embeddings_resized():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from workshop_utils.sft import NEW_PAD, ensure_distinct_pad
+    from workshop_utils.chat import ensure_distinct_pad, NEW_PAD
 
     raw = Tokenizer(models.WordLevel({"hello": 0, "world": 1, "</s>": 2}, unk_token="hello"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -105,7 +107,7 @@ def test_missing_pad_is_added_and_embeddings_resized():
 def test_generation_pads_left_and_training_side_is_restored(tiny, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from workshop_utils.sft import generate_answers
+    from workshop_utils.answers import generate_answers
 
     model = AutoModelForCausalLM.from_pretrained(tiny)
     seen = {}
@@ -137,7 +139,7 @@ def test_training_batch_pads_right(trainer):
 
 # --------------------------------------------------------------------------- loss mask and EOS
 def test_loss_only_on_assistant_tokens_ending_with_eos(trainer):
-    from workshop_utils.sft import label_report
+    from workshop_utils.chat import label_report
 
     tok = trainer.processing_class
     batch = _batch(trainer)
@@ -164,7 +166,7 @@ def test_every_training_example_ends_with_eos(trainer):
 
 
 def test_label_report_catches_an_unmasked_prompt(trainer):
-    from workshop_utils.sft import label_report
+    from workshop_utils.chat import label_report
 
     batch = _batch(trainer)
     batch["labels"][0, 1] = batch["input_ids"][0, 1]  # grade a prompt token
@@ -172,7 +174,7 @@ def test_label_report_catches_an_unmasked_prompt(trainer):
 
 
 def test_truncation_report_counts_cut_examples(trainer, tokenizer):
-    from workshop_utils.sft import to_prompt_completion, truncation_report
+    from workshop_utils.chat import to_prompt_completion, truncation_report
 
     conv = to_prompt_completion(trainer.rows)
     assert truncation_report(tokenizer, conv, 1024)["truncated"] == 0
@@ -183,7 +185,7 @@ def test_truncation_report_counts_cut_examples(trainer, tokenizer):
 def test_torch_loss_matches_log_softmax():
     import torch
 
-    from workshop_utils.sft import TorchTokenLogProbs
+    from workshop_utils.routes import TorchTokenLogProbs
 
     torch.manual_seed(0)
     hidden, weight, targets = torch.randn(5, 8), torch.randn(11, 8), torch.randint(0, 11, (5,))

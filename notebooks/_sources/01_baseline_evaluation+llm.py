@@ -21,7 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from workshop_utils import estimates
 from workshop_utils.data import load_instruction_task
 from workshop_utils.results import Results
-from workshop_utils.sft import SYSTEM_PROMPT, answer_nll, ensure_distinct_pad, generate_answers, score_answers
+from workshop_utils.answers import answer_nll, generate_answers, score_answers
+from workshop_utils.chat import ensure_distinct_pad, SYSTEM_PROMPT
 
 llm_data = load_instruction_task(profile)
 llm_questions = list(llm_data["test"]["instruction"])

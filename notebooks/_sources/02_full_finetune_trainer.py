@@ -22,13 +22,7 @@ profile.show()
 # %%
 import numpy as np
 import transformers
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from workshop_utils import estimates, metrics, plots
 from workshop_utils.data import describe, load_classification_task
@@ -103,56 +97,93 @@ if baseline:
 # ## The model
 # The pretrained encoder plus a fresh 2-way head, exactly as in notebook 01. `set_seed` right before
 # creating it makes the random head the same one every run.
+#
+# Cells marked `# export` are the recipe itself: `workshop train-classifier` runs this same code (it is
+# copied into `workshop_utils/recipes/full_finetune_trainer.py` when the notebooks are built), so what you
+# read here is what the command does.
+
+# %% tags=["export"]
+# export
+import transformers
+from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+
+def classification_model(model_id, label_names, seed):
+    """The pretrained encoder with a fresh classification head, the same head for the same seed."""
+    transformers.set_seed(seed)
+    return AutoModelForSequenceClassification.from_pretrained(
+        model_id,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
 
 # %%
-transformers.set_seed(SEED)
-model = AutoModelForSequenceClassification.from_pretrained(
-    profile.clf_model,
-    num_labels=2,
-    id2label={0: "not_paraphrase", 1: "paraphrase"},
-    label2id={"not_paraphrase": 0, "paraphrase": 1},
-)
+model = classification_model(profile.clf_model, label_names, SEED)
 full_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 print(f"trainable parameters: {full_trainable:,} (every weight of the model)")
 
 # %% [markdown]
 # ## `TrainingArguments`: the whole recipe in one place
-# * `eval_strategy="epoch"` / `save_strategy="epoch"`: evaluate and checkpoint after each pass over the data;
+# * `eval_strategy="steps"` / `save_strategy="steps"`, twice per epoch: evaluate and checkpoint during
+#   training. On a set as small as MRPC accuracy moves by a point or two between neighbouring evaluations;
 # * `load_best_model_at_end=True` with `metric_for_best_model="accuracy"`: at the end, go back to the best
 #   checkpoint rather than keep the last one (F1 alone would reward calling everything a paraphrase);
-# * `save_total_limit=2` and `save_only_model=True`: keep disk use small; we never resume this run, so
-#   the optimizer state is not needed;
+# * `save_total_limit=2`: keep disk use small (the best checkpoint and the latest). `save_only_model=True`
+#   drops the optimizer state from the checkpoints: we never resume in the notebook. `workshop
+#   train-classifier` passes `resumable=True` and can pick up an interrupted run;
+# * `weight_decay=0.01`: a little regularisation, as in the BERT paper;
 # * `bf16`/`fp16` on a GPU that supports them (half the memory traffic, same accuracy), fp32 on CPU;
+# * `seed` and `data_seed`: the same initialisation and the same order of batches every run;
 # * `logging_steps`: the training loss is logged often enough to draw a curve;
 # * `report_to="none"`: no experiment tracker needs to be logged in.
 #
 # The learning rate, batch size and epochs come from the profile: for bert-base on MRPC, 3 epochs at
-# 2e-5 with batch 32 (the BERT paper's search space); the small MiniLM prefers a larger rate.
+# 2e-5 with batch 32 (the BERT paper's search space); the small MiniLM prefers a larger rate. LoRA (below)
+# takes the same arguments with a 10x larger learning rate.
+
+# %% tags=["export"]
+# export
+def classifier_training_args(profile, output_dir, *, train_rows, lora=False, seed=42, processes=1, epochs=None,
+                             learning_rate=None, batch_size=None, evals_per_epoch=2, eval_steps=None, resumable=False):
+    """The fine-tuning recipe; anything not given comes from the run profile."""
+    epochs = profile.clf_epochs if epochs is None else epochs
+    batch_size = batch_size or profile.clf_batch_size
+    learning_rate = learning_rate or profile.clf_learning_rate * (10 if lora else 1)
+    steps_per_epoch = -(-train_rows // (batch_size * processes))  # rounded up
+    every = eval_steps or max(1, -(-steps_per_epoch // evals_per_epoch))
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=2 * batch_size,
+        weight_decay=0.01,
+        eval_strategy="steps",
+        eval_steps=every,
+        save_strategy="steps",
+        save_steps=every,
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        save_total_limit=2,
+        save_only_model=not resumable,
+        logging_steps=max(1, steps_per_epoch // 5),
+        bf16=profile.bf16,
+        fp16=profile.fp16,
+        use_cpu=profile.use_cpu,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        # one label per row and a mean loss per batch: nothing to average over tokens across processes
+        # (left on, transformers 5 multiplies this loss by the number of processes under DDP)
+        average_tokens_across_devices=False,
+    )
 
 # %%
 run_dir = profile.outputs() / "checkpoints" / "02-full"
-steps_per_epoch = int(np.ceil(len(encoded["train"]) / profile.clf_batch_size))
-
-training_args = TrainingArguments(
-    output_dir=str(run_dir),
-    num_train_epochs=profile.clf_epochs,
-    learning_rate=profile.clf_learning_rate,
-    per_device_train_batch_size=profile.clf_batch_size,
-    per_device_eval_batch_size=2 * profile.clf_batch_size,
-    weight_decay=0.01,
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    load_best_model_at_end=True,
-    metric_for_best_model="accuracy",
-    save_total_limit=2,
-    save_only_model=True,
-    logging_steps=max(1, steps_per_epoch // 5),
-    bf16=profile.bf16,
-    fp16=profile.fp16,
-    use_cpu=profile.use_cpu,
-    seed=SEED,
-    report_to="none",
-)
+training_args = classifier_training_args(profile, run_dir, train_rows=len(encoded["train"]), seed=SEED)
+print(f"{training_args.num_train_epochs:g} epochs at lr {training_args.learning_rate:g}, batch "
+      f"{training_args.per_device_train_batch_size}; evaluated every {training_args.eval_steps} steps")
 
 # %% [markdown]
 # ## How to score: 🤗 `evaluate`
@@ -301,47 +332,33 @@ print(card.data.to_yaml())
 # With so few trainable weights, each one has to move further: LoRA usually wants a **higher learning
 # rate** (here 10x the full fine-tuning rate). Same recipe otherwise.
 
-# %%
-from peft import LoraConfig, TaskType, get_peft_model
+# %% tags=["export"]
+# export
+from peft import LoraConfig, TaskType
 
-transformers.set_seed(SEED)
-base = AutoModelForSequenceClassification.from_pretrained(
-    profile.clf_model,
-    num_labels=2,
-    id2label={0: "not_paraphrase", 1: "paraphrase"},
-    label2id={"not_paraphrase": 0, "paraphrase": 1},
-)
-lora_config = LoraConfig(
-    task_type=TaskType.SEQ_CLS,
-    r=profile.lora_r,
-    lora_alpha=profile.lora_alpha,
-    lora_dropout=profile.lora_dropout,
-    target_modules=["query", "key", "value", "dense"],
-    modules_to_save=["classifier"],
-)
-lora_model = get_peft_model(base, lora_config)
+
+def classifier_lora_config(profile):
+    """LoRA on every linear layer of a BERT-style encoder; the new head trains in full."""
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=profile.lora_r,
+        lora_alpha=profile.lora_alpha,
+        lora_dropout=profile.lora_dropout,
+        target_modules=["query", "key", "value", "dense"],
+        modules_to_save=["classifier"],
+    )
+
+# %%
+from peft import get_peft_model
+
+lora_config = classifier_lora_config(profile)
+lora_model = get_peft_model(classification_model(profile.clf_model, label_names, SEED), lora_config)
 lora_model.print_trainable_parameters()
 lora_trainable = sum(p.numel() for p in lora_model.parameters() if p.requires_grad)
 
 # %%
-lora_args = TrainingArguments(
-    output_dir=str(profile.outputs() / "checkpoints" / "02-lora"),
-    num_train_epochs=profile.clf_epochs,
-    learning_rate=10 * profile.clf_learning_rate,
-    per_device_train_batch_size=profile.clf_batch_size,
-    per_device_eval_batch_size=2 * profile.clf_batch_size,
-    eval_strategy="epoch",
-    save_strategy="epoch",
-    load_best_model_at_end=True,
-    metric_for_best_model="accuracy",
-    save_total_limit=2,
-    logging_steps=max(1, steps_per_epoch // 5),
-    bf16=profile.bf16,
-    fp16=profile.fp16,
-    use_cpu=profile.use_cpu,
-    seed=SEED,
-    report_to="none",
-)
+lora_args = classifier_training_args(profile, profile.outputs() / "checkpoints" / "02-lora",
+                                     train_rows=len(encoded["train"]), lora=True, seed=SEED)
 lora_trainer = Trainer(
     model=lora_model,
     args=lora_args,

@@ -55,7 +55,7 @@ profile.show()
 # anyway.
 
 # %%
-from workshop_utils.sft import choose_path
+from workshop_utils.routes import choose_path
 
 sft_path = choose_path(profile)  # on a GPU with Unsloth this imports unsloth (before transformers)
 print(sft_path.describe())
@@ -80,7 +80,7 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 
 # %%
 from workshop_utils.data import load_instruction_task
-from workshop_utils.sft import check_shared_prompts
+from workshop_utils.chat import check_shared_prompts
 
 dataset = load_instruction_task(profile)
 print(dataset)
@@ -94,42 +94,66 @@ print(f"\ninstruction: {example['instruction']}\nresponse:    {example['response
 # %% [markdown]
 # ## Loading the model
 #
-# One cell, three paths. On the GPU paths the weights are stored in 4-bit **NF4** ("normal float",
-# suited to normally distributed weights) with **double quantization** (the quantization constants are
-# quantized too) and computations run in bf16 (or fp16 on GPUs without bf16, such as a T4).
+# One function, three paths. On the 4-bit paths the weights are stored in **NF4** ("normal float", suited
+# to normally distributed weights) with **double quantization** (the quantization constants are quantized
+# too), and each matrix product unpacks the blocks it needs to the *compute dtype*: bf16 where the hardware
+# has it, fp16 on older GPUs such as a T4, float32 on CPUs that would only emulate bf16 (dozens of times
+# slower).
+#
+# Cells marked `# export` are the recipe itself: `workshop sft` runs this same code (it is copied into
+# `workshop_utils/recipes/qlora_llama3_sft.py` when the notebooks are built).
+
+# %% tags=["export"]
+# export
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from workshop_utils.envinfo import cpu_bf16_native
+
+
+def nf4_compute_dtype(profile):
+    """The dtype 4-bit weights are unpacked to for each product."""
+    if profile.fp16:
+        return torch.float16
+    return torch.bfloat16 if profile.device == "cuda" or cpu_bf16_native() else torch.float32
+
+
+def load_model(sft_path, profile, max_length):
+    """(model, tokenizer) for the path: Unsloth 4-bit, transformers + bitsandbytes 4-bit, or full precision."""
+    if sft_path.name == "unsloth":
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.from_pretrained(  # dtype=None: bf16 where the GPU has it
+            sft_path.model, max_seq_length=max_length, load_in_4bit=True, dtype=None)
+    tokenizer = AutoTokenizer.from_pretrained(sft_path.model)
+    if sft_path.name == "bnb":
+        from accelerate import PartialState
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        on_gpu = profile.device == "cuda"
+        compute_dtype = nf4_compute_dtype(profile)
+        bnb_config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+        # one whole copy per process: this process's GPU, or the CPU
+        device_map = {"": PartialState().local_process_index if on_gpu else "cpu"}
+        model = AutoModelForCausalLM.from_pretrained(
+            sft_path.model, quantization_config=bnb_config, dtype=compute_dtype, device_map=device_map)
+        # casts norms to fp32 and lets gradients reach the adapters through the frozen 4-bit layers;
+        # gradient checkpointing only where memory is short (a GPU)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            sft_path.model, dtype=torch.float32 if profile.device == "cpu" else "auto")
+    return model, tokenizer
 
 # %%
 MAX_LENGTH = profile.sft_max_length  # set explicitly: TRL's default of 1024 would cut silently
-
-if sft_path.name == "unsloth":
-    from unsloth import FastLanguageModel
-
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        sft_path.model, max_seq_length=MAX_LENGTH, load_in_4bit=True, dtype=None  # dtype=None: bf16 if supported
-    )
-elif sft_path.name == "bnb":
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-    compute_dtype = torch.bfloat16 if profile.bf16 else torch.float16
-    bnb_config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(sft_path.model)
-    model = AutoModelForCausalLM.from_pretrained(
-        sft_path.model, quantization_config=bnb_config, dtype=compute_dtype, device_map={"": 0}
-    )
-    # casts norms to fp32, enables input gradients and gradient checkpointing for k-bit training
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-else:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(sft_path.model)
-    model = AutoModelForCausalLM.from_pretrained(sft_path.model, dtype=torch.float32)
-
+model, tokenizer = load_model(sft_path, profile, MAX_LENGTH)
 print(f"{model.__class__.__name__}, {model.num_parameters():,} parameters, dtype {model.dtype}")
 
 # %% [markdown]
@@ -149,7 +173,7 @@ print(f"{model.__class__.__name__}, {model.num_parameters():,} parameters, dtype
 # SmolLM2 ships exactly the first problem: its pad token *is* its EOS, `<|im_end|>`. Watch the fix.
 
 # %%
-from workshop_utils.sft import ensure_distinct_pad
+from workshop_utils.chat import ensure_distinct_pad
 
 print(f"as shipped: pad {tokenizer.pad_token!r}, eos {tokenizer.eos_token!r}")
 print(ensure_distinct_pad(tokenizer, model))
@@ -166,30 +190,42 @@ print(f"now: pad {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}), eos {tok
 # We target every linear layer of the Llama blocks, attention and MLP, which works better than the
 # attention projections alone.
 
-# %%
-if sft_path.name == "unsloth":
-    model = FastLanguageModel.get_peft_model(
-        model,
-        r=profile.lora_r,
-        lora_alpha=profile.lora_alpha,
-        lora_dropout=profile.lora_dropout,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        use_gradient_checkpointing="unsloth",  # Unsloth's own checkpointing: long sequences in less memory
-        random_state=SEED,
-    )
-else:
-    from peft import LoraConfig, get_peft_model
+# %% tags=["export"]
+# export
+from peft import LoraConfig, get_peft_model
 
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def add_lora(model, sft_path, profile, *, r=None, seed=42):
+    """LoRA adapters on every linear layer of the Llama blocks; alpha keeps the profile's alpha/r scale."""
+    r = r or profile.lora_r
+    lora_alpha = profile.lora_alpha * r // profile.lora_r
+    if sft_path.name == "unsloth":
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(
+            model,
+            r=r,
+            lora_alpha=lora_alpha,
+            lora_dropout=profile.lora_dropout,
+            target_modules=LORA_TARGETS,
+            use_gradient_checkpointing="unsloth",  # Unsloth's own checkpointing: long sequences in less memory
+            random_state=seed,
+        )
     lora_config = LoraConfig(
-        r=profile.lora_r,
-        lora_alpha=profile.lora_alpha,
+        r=r,
+        lora_alpha=lora_alpha,
         lora_dropout=profile.lora_dropout,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=LORA_TARGETS,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora_config)
+    return get_peft_model(model, lora_config)
 
-from workshop_utils.sft import parameter_counts
+# %%
+model = add_lora(model, sft_path, profile, seed=SEED)
+
+from workshop_utils.answers import parameter_counts
 
 trainable_params, total_params = parameter_counts(model)
 print(f"trainable: {trainable_params:,} of {total_params:,} parameters ({trainable_params / total_params:.2%})")
@@ -212,10 +248,17 @@ print(f"trainable: {trainable_params:,} of {total_params:,} parameters ({trainab
 #   SmolLM2 templates lack.
 
 # %%
-from workshop_utils.sft import SYSTEM_PROMPT, to_prompt_completion, truncation_report
+from workshop_utils.chat import SYSTEM_PROMPT, to_prompt_completion, truncation_report
 
-train_conversations = to_prompt_completion(dataset["train"], SYSTEM_PROMPT)
+# one row by hand: the prompt is a list of chat messages, the completion a list with the assistant's message
+row = dataset["train"][0]
+by_hand = {
+    "prompt": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": row["instruction"]}],
+    "completion": [{"role": "assistant", "content": row["response"]}],
+}
+train_conversations = to_prompt_completion(dataset["train"], SYSTEM_PROMPT)  # the same for every row (datasets.map)
 first = train_conversations[0]
+assert first == by_hand
 print(tokenizer.apply_chat_template(first["prompt"] + first["completion"], tokenize=False))
 
 # %% [markdown]
@@ -229,6 +272,42 @@ print(f"max_length {MAX_LENGTH}: {report['truncated']} of {report['examples']} e
       f"longest {report['longest']} tokens, mean {report['mean']:.0f}")
 
 # %% [markdown]
+# ## Asking the model: the generation call
+#
+# Before we score anything, here is the call that produces an answer, written out for two held-out
+# questions. Four details matter:
+#
+# * the **chat template** with `add_generation_prompt=True` ends the text with the assistant's header, so
+#   the model's next token starts the answer;
+# * **left padding**: the two prompts have different lengths, and a decoder-only model continues at the
+#   right end of each row, so the padding must go on the left;
+# * `do_sample=False`: **greedy** decoding, the same answer every run, so before and after compare fairly;
+# * `eos_token_id`: the end-of-turn token(s) that stop an answer, and `pad_token_id` for the rows that
+#   finished first.
+#
+# `generate_answers` (used below) makes this same call in batches of 16 and records whether each answer
+# stopped by itself.
+
+# %%
+two_questions = list(dataset["test"]["instruction"][:2])
+prompts = [
+    tokenizer.apply_chat_template(
+        [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
+        tokenize=False, add_generation_prompt=True,
+    )
+    for question in two_questions
+]
+tokenizer.padding_side = "left"
+batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+with torch.no_grad():
+    generated = model.generate(**batch, max_new_tokens=40, do_sample=False,
+                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+tokenizer.padding_side = "right"  # back to training's side
+print("prompt ends with:", repr(prompts[0][-40:]))
+for question, row in zip(two_questions, generated[:, batch["input_ids"].shape[1]:]):
+    print(f"\nQ: {question}\nA: {tokenizer.decode(row, skip_special_tokens=True).strip()}")
+
+# %% [markdown]
 # ## Before fine-tuning
 #
 # First the NLL of the reference answers of **every** held-out question (teacher-forced, batched). Then
@@ -237,7 +316,7 @@ print(f"max_length {MAX_LENGTH}: {report['truncated']} of {report['examples']} e
 
 # %%
 from workshop_utils import estimates
-from workshop_utils.sft import answer_nll, generate_answers, score_answers
+from workshop_utils.answers import answer_nll, generate_answers, score_answers
 
 questions = list(dataset["test"]["instruction"])
 references = list(dataset["test"]["response"])
@@ -245,6 +324,8 @@ N_ANSWERED = min(len(questions), profile.llm_generate_rows or len(questions))
 estimates.announce(f"scoring {len(questions)} reference answers and answering {N_ANSWERED} questions",
                    estimates.nll_seconds(profile, len(questions)) + estimates.generation_seconds(profile, N_ANSWERED))
 if sft_path.name == "unsloth":
+    from unsloth import FastLanguageModel
+
     FastLanguageModel.for_inference(model)  # Unsloth's faster generation mode
 nll_before = answer_nll(model, tokenizer, questions, references, system_prompt=SYSTEM_PROMPT, desc="before: NLL")
 answers_before = generate_answers(model, tokenizer, questions[:N_ANSWERED], max_new_tokens=profile.max_new_tokens,
@@ -268,45 +349,69 @@ print(f"\nQ: {questions[0]}\nbase model: {answers_before[0].shown()[:300]}")
 # * A short run with a relatively high learning rate: LoRA adapters tolerate (and need) larger steps
 #   than full fine-tuning.
 
+# %% tags=["export"]
+# export
+from trl import SFTConfig
+
+
+def sft_training_config(profile, sft_path, output_dir, *, max_steps=None, batch_size=None, learning_rate=None,
+                        max_length=None, seed=42, save_steps=None):
+    """The SFT recipe; anything not given comes from the run profile. ``save_steps`` makes it resumable."""
+    steps = max_steps or profile.sft_max_steps
+    on_gpu = profile.device == "cuda"
+    checkpointing = on_gpu and sft_path.name == "bnb"  # Unsloth brings its own; a CPU has memory to spare
+    if sft_path.name == "unsloth":
+        optim = "adamw_8bit"  # 8-bit optimizer state: a quarter of AdamW's memory
+    elif checkpointing:
+        optim = "paged_adamw_8bit"  # and paged: spills to CPU memory instead of running out (QLoRA paper)
+    else:
+        optim = "adamw_torch"
+    return SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size or profile.sft_batch_size,
+        gradient_accumulation_steps=profile.sft_grad_accum,
+        learning_rate=learning_rate or profile.sft_learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 20),
+        max_length=max_length or profile.sft_max_length,
+        completion_only_loss=True,
+        bf16=profile.bf16,
+        fp16=profile.fp16,
+        use_cpu=not on_gpu,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        optim=optim,
+        logging_steps=max(1, steps // 10),
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=2,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        ddp_find_unused_parameters=False,  # under DDP: the frozen base weights get no gradient, by design
+    )
+
 # %%
-from trl import SFTConfig, SFTTrainer
-
-MAX_STEPS = profile.sft_max_steps
-
-sft_config = SFTConfig(
-    output_dir=str(profile.outputs() / "sft-checkpoints"),
-    max_steps=MAX_STEPS,
-    per_device_train_batch_size=profile.sft_batch_size,
-    gradient_accumulation_steps=profile.sft_grad_accum,
-    learning_rate=profile.sft_learning_rate,
-    lr_scheduler_type="cosine",
-    warmup_steps=max(1, MAX_STEPS // 20),
-    max_length=MAX_LENGTH,
-    completion_only_loss=True,
-    bf16=profile.bf16,
-    fp16=profile.fp16,
-    use_cpu=profile.device == "cpu",
-    gradient_checkpointing=sft_path.name == "bnb",
-    gradient_checkpointing_kwargs={"use_reentrant": False} if sft_path.name == "bnb" else None,
-    optim="adamw_torch" if sft_path.name == "lora" else "paged_adamw_8bit",
-    logging_steps=max(1, MAX_STEPS // 10),
-    save_strategy="no",  # we save the adapter ourselves below
-    include_num_input_tokens_seen="non_padding",
-    report_to="none",
-    seed=SEED,
-)
+sft_config = sft_training_config(profile, sft_path, profile.outputs() / "sft-checkpoints", max_length=MAX_LENGTH, seed=SEED)
+MAX_STEPS = sft_config.max_steps
+print(f"{MAX_STEPS} steps of {sft_config.per_device_train_batch_size} x {sft_config.gradient_accumulation_steps} "
+      f"examples at lr {sft_config.learning_rate:g}, optimizer {sft_config.optim}")
 
 # %% [markdown]
 # TRL 1.15 computes the loss with a fused kernel written in Triton, which runs on GPUs only. On a CPU we
-# swap in the same computation written in plain PyTorch (`workshop_utils.sft.TorchTokenLogProbs`); on a
+# swap in the same computation written in plain PyTorch (`workshop_utils.routes.TorchTokenLogProbs`); on a
 # GPU this line changes nothing.
 
 # %%
-from workshop_utils.sft import use_torch_loss_on_cpu
+from trl import SFTTrainer
+
+from workshop_utils.routes import use_torch_loss_on_cpu
 
 print("loss computed in plain PyTorch (no GPU):", use_torch_loss_on_cpu())
 if sft_path.name == "unsloth":
-    FastLanguageModel.for_training(model)
+    FastLanguageModel.for_training(model)  # back from generation mode
 trainer = SFTTrainer(
     model=model,
     args=sft_config,
@@ -322,7 +427,7 @@ trainer = SFTTrainer(
 # with EOS.
 
 # %%
-from workshop_utils.sft import label_report, show_example
+from workshop_utils.chat import label_report, show_example
 
 batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
 checked = label_report(batch, tokenizer)
@@ -364,7 +469,7 @@ answers_after = generate_answers(trainer.model, tokenizer, questions[:N_ANSWERED
                                  system_prompt=SYSTEM_PROMPT, desc="after")
 after = score_answers(answers_after, references[:N_ANSWERED], nll=nll_after)
 
-from workshop_utils.sft import side_by_side
+from workshop_utils.answers import side_by_side
 
 print(side_by_side(questions, references, answers_before, answers_after, n=3))
 
@@ -408,7 +513,7 @@ print(f"trainable parameters: {trainable_params:,} ({trainable_params / total_pa
 adapter_dir = profile.outputs() / "sft-adapter"
 trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
 tokenizer.save_pretrained(adapter_dir)
-from workshop_utils.sft import saved_weight_files
+from workshop_utils.answers import saved_weight_files
 
 weights = saved_weight_files(adapter_dir)
 print(f"saved to {display_path(adapter_dir)}: {', '.join(sorted(p.name for p in adapter_dir.iterdir()))}")
@@ -461,25 +566,13 @@ quantization = None
 if profile.device != "cpu":
     print(f"path '{sft_path.name}': the run above already trained on 4-bit weights; nothing to compare here")
 else:
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    import dataclasses
 
-    from workshop_utils.envinfo import cpu_bf16_native
-
-    compute_dtype = torch.bfloat16 if cpu_bf16_native() else torch.float32
-    nf4_config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
-    print(f"4-bit blocks are unpacked to {compute_dtype} for each product")
+    # the same model through load_model's two CPU paths: float32, and bitsandbytes 4-bit NF4
+    print(f"4-bit blocks are unpacked to {nf4_compute_dtype(profile)} for each product")
     candidates = {
-        "float32 LoRA": AutoModelForCausalLM.from_pretrained(sft_path.model, dtype=torch.float32),
-        "4-bit NF4 (QLoRA)": prepare_model_for_kbit_training(
-            AutoModelForCausalLM.from_pretrained(sft_path.model, quantization_config=nf4_config, dtype=compute_dtype,
-                                                 device_map={"": "cpu"}),
-            use_gradient_checkpointing=False),
+        "float32 LoRA": load_model(dataclasses.replace(sft_path, name="lora"), profile, MAX_LENGTH)[0],
+        "4-bit NF4 (QLoRA)": load_model(dataclasses.replace(sft_path, name="bnb"), profile, MAX_LENGTH)[0],
     }
     n_check = min(16, len(questions))
     quick_rows = train_conversations.select(range(min(len(train_conversations), QUANT_STEPS * profile.sft_batch_size)))
@@ -489,7 +582,7 @@ else:
     for name, candidate in candidates.items():
         ensure_distinct_pad(tokenizer, candidate)
         weights = candidate.get_memory_footprint()
-        candidate = get_peft_model(candidate, lora_config)
+        candidate = add_lora(candidate, sft_path, profile, seed=SEED)
         nll = answer_nll(candidate, tokenizer, questions[:n_check], references[:n_check], system_prompt=SYSTEM_PROMPT, desc=name)
         quick_config = SFTConfig(
             output_dir=str(profile.outputs() / "sft-4bit-check"), max_steps=QUANT_STEPS,

@@ -147,7 +147,7 @@ plots.batch_benchmark(benchmark["batch size"], benchmark["samples/s"], benchmark
 # %%
 from peft import PeftModel
 
-from workshop_utils.sft import SYSTEM_PROMPT  # the system message notebook 03 trained with
+from workshop_utils.chat import SYSTEM_PROMPT  # the system message notebook 03 trained with
 
 tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
 tokenizer.padding_side = "left"

@@ -67,33 +67,28 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 # second copy of the model. (With a fresh adapter instead, TRL would use the model with adapters
 # switched off as the reference.)
 #
-# On a GPU the base model loads in 4-bit, as in 03; on a CPU in float32 (03 measured why).
+# On a GPU the base model loads in 4-bit, as in 03; on a CPU in float32 (03 measured why): the loading is
+# 03's own `load_model`, imported from the recipe module that notebook's export cells became.
 #
 # Cells marked `# export` are the recipe itself: `workshop dpo` runs this same code (it is copied into
 # `workshop_utils/recipes/preference_dpo.py` when the notebooks are built).
 
 # %% tags=["export"]
 # export
-import torch
 from peft import PeftConfig, PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
+
+from workshop_utils.recipes.qlora_llama3_sft import load_model
+from workshop_utils.routes import SFTPath
 
 
 def load_sft_model(profile, adapter_dir):
     """The base model with an SFT LoRA adapter on top, trainable, and the tokenizer saved with the adapter."""
     base_id = PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path  # the adapter records its base
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # saved by 03, pad token already distinct from EOS
-    if profile.device == "cuda":  # the 4-bit model 03 trained on (QLoRA)
-        from peft import prepare_model_for_kbit_training
-        from transformers import BitsAndBytesConfig
-
-        dtype = torch.bfloat16 if profile.bf16 else torch.float16
-        nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                 bnb_4bit_compute_dtype=dtype)
-        base = AutoModelForCausalLM.from_pretrained(base_id, quantization_config=nf4, dtype=dtype, device_map={"": 0})
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=True)
-    else:
-        base = AutoModelForCausalLM.from_pretrained(base_id, dtype=torch.float32)
+    # loaded as notebook 03 loads it: 4-bit NF4 on a GPU (QLoRA), float32 on a CPU (03 measured why)
+    route = SFTPath("bnb" if profile.device == "cuda" else "lora", base_id, "the base of notebook 03's adapter")
+    base, _ = load_model(route, profile, profile.sft_max_length)
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # 03 had to add a pad token
         base.resize_token_embeddings(len(tokenizer))
     base.config.pad_token_id = base.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -125,7 +120,8 @@ print(f"{model.__class__.__name__} on {model.get_base_model().__class__.__name__
 
 # %% tags=["export"]
 # export
-from workshop_utils.sft import SYSTEM_PROMPT, generate_answers, to_messages
+from workshop_utils.answers import generate_answers
+from workshop_utils.chat import SYSTEM_PROMPT, to_messages
 
 
 def make_pair(question, reference, own_answer, split):
@@ -197,7 +193,7 @@ print(f"wrote {display_path(pairs_file)}: {len(checked_pairs['train'])} training
 # %% tags=["export"]
 # export
 from workshop_utils.dpo import pair_logprobs, prompt_text
-from workshop_utils.sft import score_answers
+from workshop_utils.answers import score_answers
 
 
 def preference_metrics(policy, reference, beta):
@@ -302,7 +298,7 @@ def save_adapter(model, tokenizer, output_dir):
 from datasets import Dataset
 from trl import DPOTrainer
 
-from workshop_utils.sft import use_torch_loss_on_cpu
+from workshop_utils.routes import use_torch_loss_on_cpu
 
 print("loss computed in plain PyTorch (no GPU):", use_torch_loss_on_cpu())
 dpo_args = dpo_config(profile, profile.outputs() / "dpo-checkpoints", seed=SEED)
@@ -359,7 +355,7 @@ plots.before_after({"SFT (03)": {k: before[k] for k in ("preference_accuracy", "
                    title="Held-out topics");
 
 # %%
-from workshop_utils.sft import side_by_side
+from workshop_utils.answers import side_by_side
 
 
 questions = [prompt_text(p) for p in test_pairs]

@@ -114,6 +114,27 @@ def gguf_folder(gguf: Path | str) -> Path:
     return cache_dir() / f"gguf-{gguf.stem}-{GGUF_CONVERSION_VERSION}-{digest.hexdigest()[:12]}"
 
 
+def _fix_gguf_quirks(model, tokenizer) -> None:
+    """What a GGUF-loaded model and tokenizer need before ``save_pretrained`` gives a normal, reproducible folder."""
+    vocab = tokenizer.get_vocab()
+    if CHATML_EOS in vocab and tokenizer.eos_token == CHATML_BOS:  # the swapped special tokens (see above)
+        tokenizer.bos_token, tokenizer.eos_token = CHATML_BOS, CHATML_EOS
+    eos_id = model.generation_config.eos_token_id
+    if tokenizer.pad_token is None and isinstance(eos_id, int):
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(eos_id)  # as the model's generation config says
+    tokenizer.model_max_length = getattr(model.config, "max_position_embeddings", tokenizer.model_max_length)
+    tokenizer.clean_up_tokenization_spaces = False  # a WordPiece clean-up that BPE tokenizers must not do (as on the hub)
+    for how_it_was_loaded in ("local_files_only", "is_local"):  # would make the folder depend on HF_HUB_OFFLINE
+        tokenizer.init_kwargs.pop(how_it_was_loaded, None)
+    # The weights are dense already; what stops save_pretrained is only the marker of the GGUF loader.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.bos_token_id, model.config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.do_sample = False
+
+
 def convert_gguf(gguf: Path | str, path: Path | str | None = None) -> Path:
     """Dequantise a GGUF chat model into a safetensors folder ``from_pretrained`` loads without ``gguf``.
 
@@ -145,23 +166,7 @@ def convert_gguf(gguf: Path | str, path: Path | str | None = None) -> Path:
     except Exception as exc:  # not a GGUF file, or an architecture transformers cannot read
         raise MissingArtifactError(f"{gguf}: transformers could not read this GGUF file ({exc.__class__.__name__}: "
                                    f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-    vocab = tokenizer.get_vocab()
-    if CHATML_EOS in vocab and tokenizer.eos_token == CHATML_BOS:  # the swapped special tokens (see above)
-        tokenizer.bos_token, tokenizer.eos_token = CHATML_BOS, CHATML_EOS
-    eos_id = model.generation_config.eos_token_id
-    if tokenizer.pad_token is None and isinstance(eos_id, int):
-        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(eos_id)  # as the model's generation config says
-    tokenizer.model_max_length = getattr(model.config, "max_position_embeddings", tokenizer.model_max_length)
-    tokenizer.clean_up_tokenization_spaces = False  # a WordPiece clean-up that BPE tokenizers must not do (as on the hub)
-    for how_it_was_loaded in ("local_files_only", "is_local"):  # would make the folder depend on HF_HUB_OFFLINE
-        tokenizer.init_kwargs.pop(how_it_was_loaded, None)
-    # The weights are dense already; what stops save_pretrained is only the marker of the GGUF loader.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config.bos_token_id, model.config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.do_sample = False
+    _fix_gguf_quirks(model, tokenizer)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from . import WorkshopError
-from .paths import write_json_atomic
+from .paths import clear_previous_run, write_json_atomic
 
 METRICS_FILE = "metrics.json"
 # Test hook: exit hard right after the checkpoint of this step is written (simulates a crash/kill).
@@ -79,28 +79,10 @@ def _split_names(value: str | None) -> list[str] | None:
 
 def plan_output_dir(out: Path, overwrite: bool) -> Path | None:
     """Check ``out`` and return the checkpoint to resume from (or None). Raises on a finished run."""
-    from .paths import display_path, last_checkpoint, refuse_checkpoint_lookalikes
+    from .paths import check_output_dir, last_checkpoint
 
-    if out.exists() and not out.is_dir():
-        raise WorkshopError(f"{display_path(out)}: exists and is a file; pass a folder to --output-dir")
-    if (out / METRICS_FILE).is_file() and not overwrite:
-        raise WorkshopError(
-            f"{display_path(out)} already holds a finished run ({METRICS_FILE}); "
-            "pass --overwrite to replace it or choose another --output-dir"
-        )
-    refuse_checkpoint_lookalikes(out)
-    if overwrite:
-        return None
-    return last_checkpoint(out)
-
-
-def clear_previous_run(out: Path) -> None:
-    """--overwrite: remove what an earlier run of this command wrote (and nothing else)."""
-    from .paths import trainer_checkpoints
-
-    for checkpoint in trainer_checkpoints(out):
-        shutil.rmtree(checkpoint)
-    (out / METRICS_FILE).unlink(missing_ok=True)
+    out = check_output_dir(out, overwrite)
+    return None if overwrite else last_checkpoint(out)
 
 
 def _scores(metrics: dict) -> dict[str, float]:
@@ -124,27 +106,29 @@ def _compute_metrics(eval_pred):
     return {"accuracy": float(np.mean(preds == labels)), "f1": float(np.mean(f1s))}
 
 
+def command_training_args(args: argparse.Namespace, profile, train_rows: int):
+    """Notebook 02's ``TrainingArguments`` recipe with the command line's choices, resumable."""
+    from .recipes.full_finetune_trainer import classifier_training_args
+
+    return classifier_training_args(
+        profile, args.output_dir, train_rows=train_rows, lora=args.lora, seed=args.seed, processes=_world_size(),
+        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
+        evals_per_epoch=args.evals_per_epoch, eval_steps=args.save_steps, resumable=True,
+    )
+
+
 # --------------------------------------------------------------------------- the command
-def run(args: argparse.Namespace) -> int:
+def _load_task(args: argparse.Namespace, profile):
+    """The data (validated), the model id and max_length; bad input fails here, before anything slow."""
     from .data import load_classification_files
-    from .paths import display_path, trainer_checkpoints
-    from .profiles import active_profile
 
-    profile = active_profile()
-    out = Path(args.output_dir)
-    resume_from = plan_output_dir(out, args.overwrite)
-
-    text_columns = _split_names(args.text_columns)
     dd = load_classification_files(
         {"train": args.train, "validation": args.validation},
-        text_columns=text_columns,
+        text_columns=_split_names(args.text_columns),
         label_column=args.label_column,
         label_names=_split_names(args.label_names),
         seed=args.seed,
     )
-    columns = [c for c in dd["train"].column_names if c != "label"]
-    label_names = dd["train"].features["label"].names
-
     model_id = args.model or profile.clf_model
     looks_local = model_id.startswith((".", "/", "~")) or model_id.count("/") > 1 or Path(model_id).exists()
     if looks_local and not (Path(model_id).expanduser() / "config.json").is_file():
@@ -152,62 +136,35 @@ def run(args: argparse.Namespace) -> int:
             f"--model {model_id}: no config.json in that folder; pass a hub id (e.g. google-bert/bert-base-uncased) "
             "or a folder written by save_pretrained"
         )
-    epochs = args.epochs if args.epochs is not None else profile.clf_epochs
-    lr = args.learning_rate if args.learning_rate is not None else profile.clf_learning_rate * (10 if args.lora else 1)
-    batch_size = args.batch_size or profile.clf_batch_size
     max_length = args.max_length or profile.clf_max_length
-    if epochs <= 0 or lr <= 0 or batch_size <= 0 or max_length <= 8:
+    if any(v is not None and v <= 0 for v in (args.epochs, args.learning_rate, args.batch_size)) or max_length <= 8:
         raise WorkshopError("--epochs, --learning-rate and --batch-size must be positive and --max-length above 8")
+    return dd, model_id, max_length
 
-    # Heavy imports only now: the profile has set offline mode before transformers is imported.
-    import torch
+
+def _build_trainer(args: argparse.Namespace, profile, dd, model_id: str, max_length: int):
+    """Notebook 02's recipe (model, LoRA, arguments) around a ``Trainer``; returns (trainer, trainable parameters)."""
     import transformers
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainerCallback
 
-    from .metrics import measure
+    from .recipes import full_finetune_trainer as recipe
 
+    columns = [c for c in dd["train"].column_names if c != "label"]
+    label_names = dd["train"].features["label"].names
     transformers.logging.set_verbosity_error()  # the "newly initialized weights" notice is expected here
-    transformers.set_seed(args.seed)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_id,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
-        )
+        model = recipe.classification_model(model_id, label_names, args.seed)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise WorkshopError(f"--model {model_id}: could not be loaded ({first[:160]}); pass a hub id or a folder with config.json") from None
-
     if args.lora:
-        from peft import LoraConfig, TaskType, get_peft_model
+        from peft import get_peft_model
 
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                task_type=TaskType.SEQ_CLS,
-                r=profile.lora_r,
-                lora_alpha=profile.lora_alpha,
-                lora_dropout=profile.lora_dropout,  # 0 in every profile: ~1.25x faster on a CPU
-                # every linear layer (attention, feed-forward, pooler; BERT names), as QLoRA does
-                target_modules=["query", "key", "value", "dense"],
-            ),
-        )
+        model = get_peft_model(model, recipe.classifier_lora_config(profile))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-    def tokenize(batch):
-        return tokenizer(*[batch[c] for c in columns], truncation=True, max_length=max_length)
-
-    encoded = dd.map(tokenize, batched=True, remove_columns=columns)
-
+    encoded = dd.map(lambda batch: tokenizer(*[batch[c] for c in columns], truncation=True, max_length=max_length),
+                     batched=True, remove_columns=columns)
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
 
     class CrashAfterSave(TrainerCallback):  # only armed by the test hook
@@ -216,39 +173,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{CRASH_ENV}] stopping hard after checkpoint {state.global_step}", file=sys.stderr, flush=True)
                 os._exit(3)
 
-    # Evaluate and checkpoint a few times per epoch and keep the best evaluation's weights: on a small
-    # set like MRPC accuracy moves by a point or two between neighbouring evaluations.
-    steps_per_epoch = -(-len(encoded["train"]) // (batch_size * _world_size()))
-    every = args.save_steps or max(1, -(-steps_per_epoch // max(1, args.evals_per_epoch)))
-    training_args = TrainingArguments(
-        output_dir=str(out),
-        num_train_epochs=epochs,
-        learning_rate=lr,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size * 2,
-        weight_decay=0.01,
-        eval_strategy="steps",
-        eval_steps=every,
-        save_strategy="steps",
-        save_steps=every,
-        load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
-        save_total_limit=2,
-        logging_steps=max(1, min(50, len(encoded["train"]) // batch_size // 4)),
-        bf16=profile.bf16,
-        fp16=profile.fp16,
-        use_cpu=profile.use_cpu,
-        seed=args.seed,
-        data_seed=args.seed,
-        report_to="none",
-        disable_tqdm=not _is_main(),
-        # One label per row, a mean loss per batch: nothing to average over tokens across processes.
-        # (Left on, transformers 5 multiplies this model's loss by the number of processes under DDP.)
-        average_tokens_across_devices=False,
-    )
     trainer = Trainer(
         model=model,
-        args=training_args,
+        args=command_training_args(args, profile, len(encoded["train"])),
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
@@ -256,75 +183,106 @@ def run(args: argparse.Namespace) -> int:
         compute_metrics=_compute_metrics,
         callbacks=[CrashAfterSave()] if crash_after else [],
     )
-    world = training_args.world_size
+    return trainer, trainable
 
+
+def _largest_peak(peak: int, world: int) -> int:
+    """The largest process's peak memory, so the number means the same with one or many processes."""
+    if world == 1:
+        return peak
+    import torch
+
+    peak_t = torch.tensor([peak], dtype=torch.long)
+    torch.distributed.all_reduce(peak_t, op=torch.distributed.ReduceOp.MAX)
+    return int(peak_t.item())
+
+
+def run(args: argparse.Namespace) -> int:
+    from .metrics import measure
+    from .paths import display_path
+    from .profiles import active_profile
+
+    profile = active_profile()
+    out = Path(args.output_dir)
+    resume_from = plan_output_dir(out, args.overwrite)
+    dd, model_id, max_length = _load_task(args, profile)
+    # heavy imports only now: the profile has set offline mode before transformers is imported
+    trainer, trainable = _build_trainer(args, profile, dd, model_id, max_length)
+    a = trainer.args
     _say(
         f"train-classifier: {display_path(model_id) if os.path.isabs(model_id) else model_id} on "
-        f"{len(dd['train']):,} train / {len(dd['validation']):,} validation rows, text {columns}, labels {label_names}; "
-        f"{epochs:g} epochs, lr {lr:g}, batch {batch_size} x {world} process(es), max_length {max_length}, "
-        f"evaluated every {every} steps (best kept)"
+        f"{len(dd['train']):,} train / {len(dd['validation']):,} validation rows, "
+        f"text {[c for c in dd['train'].column_names if c != 'label']}, labels {dd['train'].features['label'].names}; "
+        f"{a.num_train_epochs:g} epochs, lr {a.learning_rate:g}, batch {a.per_device_train_batch_size} x {a.world_size} "
+        f"process(es), max_length {max_length}, evaluated every {a.eval_steps} steps (best kept)"
         f"{', LoRA' if args.lora else ''}; profile '{profile.name}' ({profile.device}/{profile.precision})"
     )
     if args.overwrite and _is_main():
         clear_previous_run(out)
     before = _scores(trainer.evaluate())
     _say(f"before fine-tuning: accuracy {before['accuracy']:.4f}, F1 {before['f1']:.4f}")
-
     if resume_from is not None:
         _say(f"resuming the interrupted run from {display_path(resume_from)}")
     with measure(profile.device) as m:
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     after = _scores(trainer.evaluate())
     _say(f"after fine-tuning:  accuracy {after['accuracy']:.4f}, F1 {after['f1']:.4f}")
-
-    peak = int(m["peak_memory_bytes"])
-    if world > 1:  # the largest process's peak, so the number means the same with one or many processes
-        peak_t = torch.tensor([peak], dtype=torch.long)
-        torch.distributed.all_reduce(peak_t, op=torch.distributed.ReduceOp.MAX)
-        peak = int(peak_t.item())
-
+    peak = _largest_peak(int(m["peak_memory_bytes"]), a.world_size)
     trainer.save_model(str(out))  # main process only; safetensors (adapter only with --lora)
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(out))
-        record = {
-            "model": display_path(model_id) if os.path.isabs(model_id) else model_id,
-            "train_file": display_path(args.train),
-            "validation_file": display_path(args.validation),
-            "text_columns": columns,
-            "label_names": label_names,
-            "rows": {"train": len(dd["train"]), "validation": len(dd["validation"])},
-            "epochs": epochs,
-            "learning_rate": lr,
-            "batch_size": batch_size,
-            "processes": world,
-            "max_length": max_length,
-            "seed": args.seed,
-            "lora": bool(args.lora),
-            "trainable_params": int(trainable),
-            "profile": profile.name,
-            "precision": profile.precision,
-            "before": before,
-            "after": after,
-            "global_step": int(trainer.state.global_step),
-            "evals_every_steps": every,
-            "best_step": getattr(trainer.state, "best_global_step", None),
-            "evaluations": [
-                {"step": h["step"], "accuracy": round(h["eval_accuracy"], 4), "f1": round(h["eval_f1"], 4)}
-                for h in trainer.state.log_history if "eval_accuracy" in h and "step" in h
-            ],
-            "resumed_from": resume_from.name if resume_from else None,
-            "train_seconds": round(m["seconds"], 2),
-            "train_samples_per_second": round(float(result.metrics.get("train_samples_per_second", 0.0)), 3),
-            "peak_memory_bytes": peak,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        for ckpt in trainer_checkpoints(out):
-            shutil.rmtree(ckpt, ignore_errors=True)  # the final model is in DIR; checkpoints were for resuming
-        write_json_atomic(out / METRICS_FILE, record)  # written last: its presence means "finished"
-        print(
-            f"done in {m['seconds']:.0f} s ({record['train_samples_per_second']:.1f} samples/s, {world} process(es)); "
-            f"accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, F1 {before['f1']:.3f} -> {after['f1']:.3f}; "
-            f"model and metrics in {display_path(out)}",
-            flush=True,
-        )
+        trainer.processing_class.save_pretrained(str(out))
+        record = _record(args, profile, dd, model_id, max_length, trainer, trainable, resume_from)
+        record.update(before=before, after=after, train_seconds=round(m["seconds"], 2), peak_memory_bytes=peak,
+                      train_samples_per_second=round(float(result.metrics.get("train_samples_per_second", 0.0)), 3),
+                      finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        _finish(out, record)
     return 0
+
+
+def _record(args, profile, dd, model_id, max_length, trainer, trainable, resume_from) -> dict:
+    """What the run was (data, recipe, steps, evaluations) for ``metrics.json``; the scores are added by ``run``."""
+    from .paths import display_path
+
+    a = trainer.args
+    return {
+        "model": display_path(model_id) if os.path.isabs(model_id) else model_id,
+        "train_file": display_path(args.train),
+        "validation_file": display_path(args.validation),
+        "text_columns": [c for c in dd["train"].column_names if c != "label"],
+        "label_names": dd["train"].features["label"].names,
+        "rows": {"train": len(dd["train"]), "validation": len(dd["validation"])},
+        "epochs": a.num_train_epochs,
+        "learning_rate": a.learning_rate,
+        "batch_size": a.per_device_train_batch_size,
+        "processes": a.world_size,
+        "max_length": max_length,
+        "seed": args.seed,
+        "lora": bool(args.lora),
+        "trainable_params": int(trainable),
+        "profile": profile.name,
+        "precision": profile.precision,
+        "global_step": int(trainer.state.global_step),
+        "evals_every_steps": a.eval_steps,
+        "best_step": getattr(trainer.state, "best_global_step", None),
+        "evaluations": [
+            {"step": h["step"], "accuracy": round(h["eval_accuracy"], 4), "f1": round(h["eval_f1"], 4)}
+            for h in trainer.state.log_history if "eval_accuracy" in h and "step" in h
+        ],
+        "resumed_from": resume_from.name if resume_from else None,
+    }
+
+
+def _finish(out: Path, record: dict) -> None:
+    """Drop the checkpoints (the final model is in ``out``), then write metrics.json: its presence means finished."""
+    from .paths import display_path, trainer_checkpoints
+
+    for ckpt in trainer_checkpoints(out):
+        shutil.rmtree(ckpt, ignore_errors=True)
+    write_json_atomic(out / METRICS_FILE, record)
+    before, after = record["before"], record["after"]
+    print(
+        f"done in {record['train_seconds']:.0f} s ({record['train_samples_per_second']:.1f} samples/s, "
+        f"{record['processes']} process(es)); accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
+        f"F1 {before['f1']:.3f} -> {after['f1']:.3f}; model and metrics in {display_path(out)}",
+        flush=True,
+    )

@@ -3,7 +3,6 @@
     workshop profile                 print the active profile and what it implies
     workshop lab                     open the notebooks in JupyterLab (what `make workshop` runs)
     workshop build-tiny-llama        build the tiny random Llama the unit tests use into the cache
-    workshop make-data               regenerate data/paraphrase (deterministic; data/medquad: scripts/build_medquad.py)
     workshop train-classifier ...    fine-tune a classifier (Trainer, optional LoRA); accelerate-ready
     workshop sft ...                 QLoRA/LoRA supervised fine-tuning of a chat model (TRL SFTTrainer)
     workshop dpo ...                 preference tuning (DPO) of notebook 03's adapter (TRL DPOTrainer)
@@ -44,15 +43,6 @@ def _build_tiny(args) -> int:
     return 0
 
 
-def _make_data(args) -> int:
-    from . import datagen
-    from .paths import data_dir, display_path
-
-    for path in datagen.write_all(data_dir()):
-        print("wrote", display_path(path))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workshop", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,9 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="folder (default: the cache)")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if it exists")
     p.set_defaults(func=_build_tiny)
-    sub.add_parser(
-        "make-data", help="regenerate data/paraphrase (data/medquad is built by scripts/build_medquad.py)"
-    ).set_defaults(func=_make_data)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         try:

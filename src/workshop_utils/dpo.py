@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import DataError, WorkshopError
-from .paths import write_json_atomic
+from .paths import check_output_dir, clear_previous_run, write_json_atomic
 
 SPLITS = ("train", "test")
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -101,7 +101,7 @@ def prompt_text(pair: dict[str, Any]) -> str:
 def pair_logprobs(model, tokenizer, pairs: Sequence[dict[str, Any]], *, batch_size: int = 8,
                   desc: str = "log-probabilities") -> dict[str, list[tuple[float, int]]]:
     """Per pair, (sum of log-probabilities, tokens) of the chosen and of the rejected answer, EOS included."""
-    from .sft import answer_logprobs, conversation_token_ids
+    from .answers import answer_logprobs, conversation_token_ids
 
     out = {}
     for key in ("chosen", "rejected"):
@@ -134,7 +134,7 @@ def add_arguments(parser) -> None:
 
 
 def _check_arguments(args) -> Path:
-    from .paths import display_path, refuse_checkpoint_lookalikes
+    from .paths import display_path
 
     for name in ("max_steps", "train_pairs", "eval_pairs"):
         value = getattr(args, name)
@@ -149,23 +149,10 @@ def _check_arguments(args) -> Path:
         raise WorkshopError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json); give notebook 03's "
                             "outputs/<profile>/sft-adapter or a `workshop sft --output-dir`")
     out = Path(args.output_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise WorkshopError(f"{out}: --output-dir is a file; give a folder")
     if out.resolve() == adapter.resolve():
         raise WorkshopError(f"{display_path(out)}: --output-dir must not be the --adapter folder (it would be overwritten)")
-    if (out / "metrics.json").is_file() and not args.overwrite:
-        raise WorkshopError(f"{display_path(out)} already holds a finished run (metrics.json); "
-                            "pass --overwrite to replace it or choose another --output-dir")
-    refuse_checkpoint_lookalikes(out)
+    check_output_dir(out, args.overwrite)
     return out
-
-
-def clear_previous_run(out: Path) -> None:
-    """--overwrite: remove what an earlier run of this command wrote and nothing else."""
-    from .paths import trainer_checkpoints
-
-    for stale in [*trainer_checkpoints(out), out / "metrics.json", out / "before.json", out / "pairs.jsonl"]:
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def run(args) -> int:
@@ -177,7 +164,7 @@ def run(args) -> int:
     out = _check_arguments(args)
     pairs_given = load_pairs(args.data) if args.data else None  # bad input fails before anything slow loads
     if args.overwrite:
-        clear_previous_run(out)
+        clear_previous_run(out, also=("before.json", "pairs.jsonl"))
     out.mkdir(parents=True, exist_ok=True)
     result = train_and_score(profile, Path(args.adapter).expanduser(), out, args, pairs_given)
     b, a = result["before"], result["after"]
@@ -210,13 +197,13 @@ def _pairs_for_run(profile, model, tokenizer, out: Path, args, pairs_given, reci
 
 def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -> dict[str, Any]:
     import torch
-    from transformers import TrainerCallback, set_seed
+    from transformers import set_seed
     from trl import DPOTrainer
 
     from .metrics import measure
-    from .paths import last_checkpoint, trainer_checkpoints
+    from .paths import interrupt_after_checkpoint, last_checkpoint, trainer_checkpoints
     from .recipes import preference_dpo as recipe
-    from .sft import use_torch_loss_on_cpu
+    from .routes import use_torch_loss_on_cpu
 
     use_torch_loss_on_cpu()
     set_seed(args.seed)
@@ -236,15 +223,7 @@ def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -
     config = recipe.dpo_config(profile, out, max_steps=args.max_steps, learning_rate=args.learning_rate, beta=beta,
                                seed=args.seed)
     config.save_strategy, config.save_steps, config.save_total_limit = "steps", max(1, config.max_steps // 3), 2
-    callbacks = []
-    stop_at = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
-    if stop_at:
-        class _Interrupt(TrainerCallback):  # tests only: behave like a crash right after a checkpoint
-            def on_save(self, a, s, c, **kw):
-                if s.global_step >= stop_at:
-                    raise KeyboardInterrupt
-
-        callbacks.append(_Interrupt())
+    callbacks = interrupt_after_checkpoint(INTERRUPT_ENV)  # tests only
     from datasets import Dataset
 
     train = Dataset.from_list([{k: p[k] for k in PAIR_KEYS} for p in pairs["train"]])

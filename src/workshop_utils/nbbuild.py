@@ -1,6 +1,7 @@
 """Notebooks are written as plain-text sources and built into clean ``.ipynb`` files.
 
-``notebooks/_sources/NN_name.py`` uses the "percent" cell format::
+``notebooks/_sources/NN_name.py`` uses jupytext's "percent" cell format (jupytext reads it here, and with
+jupytext installed JupyterLab opens a source as a notebook)::
 
     # %% [markdown]
     # # A title
@@ -37,40 +38,25 @@ import sys
 from pathlib import Path
 
 COLAB_CELL = "_colab.py"
-CELL_RE = re.compile(r"^# %%(?P<md> \[markdown\])?(?:\s+tags=(?P<tags>\[.*\]))?\s*$")
 
 
 def parse_source(text: str) -> list[dict]:
-    cells: list[dict] = []
-    current: dict | None = None
-    for line in text.splitlines():
-        match = CELL_RE.match(line)
-        if match:
-            current = {"markdown": bool(match.group("md")), "tags": json.loads(match.group("tags") or "[]"), "lines": []}
-            cells.append(current)
-            continue
-        if current is None:
-            if line.strip():
-                raise ValueError(f"text before the first '# %%' marker: {line!r}")
-            continue
-        current["lines"].append(line)
+    """The cells of a percent-format source, read by jupytext; ``solution`` cells are stored collapsed."""
+    import jupytext
+
+    if text.strip() and not text.lstrip().startswith("# %%"):
+        raise ValueError(f"text before the first '# %%' marker: {text.strip().splitlines()[0]!r}")
     out = []
-    for cell in cells:
-        lines = cell["lines"]
-        while lines and not lines[-1].strip():
-            lines.pop()
-        while lines and not lines[0].strip():
-            lines.pop(0)
-        if cell["markdown"]:
-            lines = [l[2:] if l.startswith("# ") else l.lstrip("#") for l in lines]
-        source = "\n".join(lines)
-        metadata = {"tags": cell["tags"]} if cell["tags"] else {}
-        if "solution" in cell["tags"]:
+    for cell in jupytext.reads(text, fmt="py:percent").cells:
+        tags = list(cell.metadata.get("tags", []))
+        metadata: dict = {"tags": tags} if tags else {}
+        if "solution" in tags:
             metadata["jupyter"] = {"source_hidden": True}
-        if cell["markdown"]:
-            out.append({"cell_type": "markdown", "metadata": metadata, "source": _split(source)})
+        if cell.cell_type == "markdown":
+            out.append({"cell_type": "markdown", "metadata": metadata, "source": _split(cell.source)})
         else:
-            out.append({"cell_type": "code", "execution_count": None, "metadata": metadata, "outputs": [], "source": _split(source)})
+            out.append({"cell_type": "code", "execution_count": None, "metadata": metadata, "outputs": [],
+                        "source": _split(cell.source)})
     return out
 
 

@@ -5,7 +5,7 @@ path of the machine it ran on and, worst of all, a token somebody pasted into a 
 belongs in the repository. This module finds it::
 
     python -m workshop_utils.nbclean --check notebooks   # exit 1, one line per problem
-    python -m workshop_utils.nbclean notebooks           # strip outputs and execution counts in place
+    python -m workshop_utils.nbclean notebooks           # strip outputs and execution counts in place (nbstripout)
 
 What ``--check`` flags, for every ``*.ipynb`` under the given folders (or the given files):
 
@@ -183,19 +183,25 @@ def orphan_sources(targets: list[Path]) -> list[str]:
     return problems
 
 
+# What nbstripout's command line strips by default besides outputs and counts (run metadata, widget state).
+STRIPPED_METADATA = [
+    "metadata.signature", "metadata.widgets", "cell.metadata.collapsed", "cell.metadata.ExecuteTime",
+    "cell.metadata.execution", "cell.metadata.heading_collapsed", "cell.metadata.hidden", "cell.metadata.scrolled",
+]
+
+
 def clean_notebook(path: Path) -> bool:
-    """Strip outputs, execution counts and run metadata in place; True when the file changed."""
+    """Strip outputs, execution counts and run metadata in place with nbstripout; True when the file changed.
+
+    The notebook is written back in nbbuild's layout (one-space indent, keys in their order), so a clean
+    notebook stays byte-identical to the one built from its source."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    nb = json.loads(text)
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-        meta = cell.get("metadata", {})
-        for key in ("execution", "collapsed", "scrolled", "ExecuteTime"):
-            meta.pop(key, None)
-    nb.get("metadata", {}).pop("widgets", None)
+    import nbformat
+    from nbstripout import strip_output
+
+    nb = nbformat.from_dict(json.loads(text))
+    strip_output(nb, keep_output=False, keep_count=False, keep_id=True, extra_keys=STRIPPED_METADATA)
     new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
     if new != text:
         path.write_text(new, encoding="utf-8")

@@ -99,6 +99,50 @@ def refuse_checkpoint_lookalikes(out: os.PathLike | str) -> None:
             )
 
 
+def check_output_dir(out: os.PathLike | str, overwrite: bool) -> Path:
+    """The checks every ``workshop`` training command makes on ``--output-dir`` before anything slow.
+
+    A file where a folder should be, a finished run (its ``metrics.json``) without ``--overwrite``, and a
+    user's folder the Trainer would take for its own checkpoint are refused with one line each.
+    """
+    from . import WorkshopError
+
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise WorkshopError(f"{display_path(out)}: --output-dir is a file; give a folder")
+    if (out / "metrics.json").is_file() and not overwrite:
+        raise WorkshopError(f"{display_path(out)} already holds a finished run (metrics.json); "
+                            "pass --overwrite to replace it or choose another --output-dir")
+    refuse_checkpoint_lookalikes(out)
+    return out
+
+
+def clear_previous_run(out: os.PathLike | str, also: tuple[str, ...] = ()) -> None:
+    """``--overwrite``: remove what an earlier run of the command wrote (its checkpoints, ``metrics.json`` and
+    the files named in ``also``) and nothing else; an attendee's own files in the folder stay."""
+    import shutil
+
+    out = Path(out)
+    for stale in [*trainer_checkpoints(out), out / "metrics.json", *(out / name for name in also)]:
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+def interrupt_after_checkpoint(env_name: str) -> list:
+    """Trainer callbacks for the resume tests: when ``$env_name`` names a step, stop right after saving its
+    checkpoint, as a crash would (empty, and nothing changes, when the variable is unset)."""
+    stop_at = int(os.environ.get(env_name, "0") or 0)
+    if not stop_at:
+        return []
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step >= stop_at:
+                raise KeyboardInterrupt
+
+    return [Interrupt()]
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """The workshop's one JSON writer: a temporary file beside ``path``, then a rename, so a crash or a full
     disk never leaves half a file where a reader (a later notebook, a resumed run) expects a whole one."""

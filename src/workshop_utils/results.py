@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from . import DataError, MissingArtifactError
+from .series import notebook as series_entry
 
-# Which notebook or command produces each entry, for the one-sentence "run this first" message.
-PRODUCERS = {
-    "01_baseline_evaluation": "notebooks/01_baseline_evaluation.ipynb",
-    "02_full_finetune_trainer": "notebooks/02_full_finetune_trainer.ipynb (or `workshop train-classifier`)",
-    "03_qlora_llama3_sft": "notebooks/03_qlora_llama3_sft.ipynb (or `workshop sft`)",
-    "04_inference_pipeline": "notebooks/04_inference_pipeline.ipynb",
-    "05_preference_dpo": "notebooks/05_preference_dpo.ipynb (or `workshop dpo`)",
-}
+
+def _producer(name: str) -> str:
+    """The one-sentence "run this first" target for a notebook's entries."""
+    entry = series_entry(name)
+    return entry.producer() if entry else name
 
 
 class Results:
@@ -61,7 +59,7 @@ class Results:
         """The entry, or a one-sentence error naming what makes it."""
         value = self.get(notebook, key)
         if value is None:
-            maker = PRODUCERS.get(notebook, notebook)
+            maker = _producer(notebook)
             raise MissingArtifactError(f"'{key}' from {notebook} is not in {self.path.name} yet: run {maker} first")
         return value
 
@@ -119,6 +117,6 @@ def require_artifact(path: Path | str, notebook: str) -> Path:
 
     path = Path(path)
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        maker = PRODUCERS.get(notebook, notebook)
+        maker = _producer(notebook)
         raise MissingArtifactError(f"{display_path(path)} is missing: run {maker} first (same profile)")
     return path

@@ -8,26 +8,20 @@ fails when this file and the notebook differ.
 
 from __future__ import annotations
 
-import torch
 from peft import PeftConfig, PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
+
+from workshop_utils.recipes.qlora_llama3_sft import load_model
+from workshop_utils.routes import SFTPath
 
 
 def load_sft_model(profile, adapter_dir):
     """The base model with an SFT LoRA adapter on top, trainable, and the tokenizer saved with the adapter."""
     base_id = PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path  # the adapter records its base
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # saved by 03, pad token already distinct from EOS
-    if profile.device == "cuda":  # the 4-bit model 03 trained on (QLoRA)
-        from peft import prepare_model_for_kbit_training
-        from transformers import BitsAndBytesConfig
-
-        dtype = torch.bfloat16 if profile.bf16 else torch.float16
-        nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                 bnb_4bit_compute_dtype=dtype)
-        base = AutoModelForCausalLM.from_pretrained(base_id, quantization_config=nf4, dtype=dtype, device_map={"": 0})
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=True)
-    else:
-        base = AutoModelForCausalLM.from_pretrained(base_id, dtype=torch.float32)
+    # loaded as notebook 03 loads it: 4-bit NF4 on a GPU (QLoRA), float32 on a CPU (03 measured why)
+    route = SFTPath("bnb" if profile.device == "cuda" else "lora", base_id, "the base of notebook 03's adapter")
+    base, _ = load_model(route, profile, profile.sft_max_length)
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # 03 had to add a pad token
         base.resize_token_embeddings(len(tokenizer))
     base.config.pad_token_id = base.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -35,7 +29,8 @@ def load_sft_model(profile, adapter_dir):
     return model, tokenizer
 
 
-from workshop_utils.sft import SYSTEM_PROMPT, generate_answers, to_messages
+from workshop_utils.answers import generate_answers
+from workshop_utils.chat import SYSTEM_PROMPT, to_messages
 
 
 def make_pair(question, reference, own_answer, split):
@@ -62,7 +57,7 @@ def build_pairs(model, tokenizer, rows, *, split, max_new_tokens):
 
 
 from workshop_utils.dpo import pair_logprobs, prompt_text
-from workshop_utils.sft import score_answers
+from workshop_utils.answers import score_answers
 
 
 def preference_metrics(policy, reference, beta):

@@ -17,8 +17,11 @@ Everything is driven by ``random.Random(seed)`` instances (never the global
 random state, never iteration over sets), so the same seed always produces
 byte-identical files.  Regenerate the committed files with::
 
-    python src/workshop_utils/datagen.py            # writes <repo>/data
-    python src/workshop_utils/datagen.py OUT_DIR    # writes somewhere else
+    python scripts/make_paraphrase_data.py            # writes <repo>/data
+    python scripts/make_paraphrase_data.py OUT_DIR    # writes somewhere else
+
+It is a build-time script, not part of the ``workshop_utils`` package the notebooks import: attendees use
+the committed files, and ``tests/test_datagen.py`` checks that this script still writes them byte for byte.
 
 All names of companies, people, teams, apps and telescopes below are invented
 for this dataset, and the events they take part in are fictional.
@@ -1112,8 +1115,8 @@ def write_all(data_dir: Path, seed: int = 0) -> list[Path]:
 
 
 def _default_data_dir() -> Path:
-    # src/workshop_utils/datagen.py -> repository root
-    return Path(__file__).resolve().parents[2] / "data"
+    # scripts/make_paraphrase_data.py -> repository root
+    return Path(__file__).resolve().parents[1] / "data"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+"""One recipe, one place: the `workshop` commands build their training arguments with the functions the
+notebooks define in their `# export` cells, and for the same profile the two sides agree.
+
+"From the notebook" here means the call the notebook source makes (the assignment to `training_args`,
+`lora_args` or `sft_config`), evaluated as written; "from the command" means the command's own code path
+with its defaults. Only what has to differ is left out of the comparison: where files go, and the
+checkpoints a command keeps so it can resume an interrupted run.
+"""
+
+from __future__ import annotations
+
+import ast
+import argparse
+from pathlib import Path
+
+import pytest
+
+from workshop_utils import classifier, sft
+from workshop_utils.routes import SFTPath
+from workshop_utils.nbbuild import export_module, export_target
+from workshop_utils.profiles import make_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ROOT / "notebooks" / "_sources"
+NB02 = SOURCES / "02_full_finetune_trainer.py"
+NB03 = SOURCES / "03_qlora_llama3_sft.py"
+
+
+def notebook_call(source: Path, variable: str, namespace: dict):
+    """Evaluate the right-hand side of the notebook's ``variable = ...`` statement in ``namespace``."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    found = [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+             and any(isinstance(t, ast.Name) and t.id == variable for t in node.targets)]
+    assert len(found) == 1, f"{source.name}: expected one assignment to {variable}, found {len(found)}"
+    return eval(compile(ast.Expression(found[0]), source.name, "eval"), namespace)  # noqa: S307 - our own source
+
+
+def parsed(add_arguments, argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def comparable(arguments, leave_out: set[str]) -> dict:
+    return {k: v for k, v in arguments.to_dict().items() if k not in leave_out}
+
+
+@pytest.mark.parametrize("source", [NB02, NB03], ids=["02", "03"])
+def test_recipe_module_is_the_notebooks_export_cells(source):
+    target = export_target(source)
+    assert target.is_file(), f"{target.name} missing: run `python -m workshop_utils.nbbuild`"
+    assert target.read_text(encoding="utf-8") == export_module(source), "run `python -m workshop_utils.nbbuild`"
+
+
+@pytest.mark.parametrize("profile_name", ["smoke", "offline", "cpu"])
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_train_classifier_uses_notebook_02s_arguments(profile_name, lora, tmp_path):
+    from workshop_utils.recipes.full_finetune_trainer import classifier_training_args
+
+    profile = make_profile(profile_name, "test", cuda=False, hub=profile_name == "cpu")
+    rows = 512
+    notebook = notebook_call(NB02, "lora_args" if lora else "training_args", {
+        "classifier_training_args": classifier_training_args, "profile": profile, "SEED": 42,
+        "run_dir": tmp_path / "nb", "encoded": {"train": range(rows)},
+    })
+    argv = ["--train", "t.tsv", "--validation", "v.tsv", "--output-dir", str(tmp_path / "cmd")] + (["--lora"] if lora else [])
+    command = classifier.command_training_args(parsed(classifier.add_arguments, argv), profile, rows)
+    # the command keeps the optimizer state in its checkpoints so that it can resume; the notebook never resumes
+    assert command.save_only_model is False and notebook.save_only_model is True
+    leave_out = {"output_dir", "logging_dir", "save_only_model"}
+    assert comparable(command, leave_out) == comparable(notebook, leave_out)
+    assert notebook.learning_rate == pytest.approx(profile.clf_learning_rate * (10 if lora else 1))
+    assert notebook.eval_steps == -(-(-(-rows // profile.clf_batch_size)) // 2)  # twice per epoch
+
+
+def test_train_classifier_options_reach_the_recipe(tmp_path):
+    profile = make_profile("smoke", "test", cuda=False, hub=False)
+    argv = ["--train", "t", "--validation", "v", "--output-dir", str(tmp_path), "--epochs", "1.5", "--learning-rate", "3e-5",
+            "--batch-size", "8", "--save-steps", "7", "--seed", "5"]
+    arguments = classifier.command_training_args(parsed(classifier.add_arguments, argv), profile, 100)
+    assert (arguments.num_train_epochs, arguments.learning_rate, arguments.per_device_train_batch_size) == (1.5, 3e-5, 8)
+    assert (arguments.eval_steps, arguments.save_steps, arguments.seed, arguments.data_seed) == (7, 7, 5, 5)
+
+
+@pytest.mark.parametrize("profile_name,route", [("smoke", "lora"), ("offline", "lora"), ("offline", "bnb"), ("cpu", "lora")])
+def test_workshop_sft_uses_notebook_03s_config(profile_name, route, tmp_path):
+    from workshop_utils.recipes.qlora_llama3_sft import sft_training_config
+
+    profile = make_profile(profile_name, "test", cuda=False, hub=profile_name == "cpu")
+    path = SFTPath(route, profile.llm_model, "test")
+    notebook = notebook_call(NB03, "sft_config", {
+        "sft_training_config": sft_training_config, "profile": profile, "sft_path": path, "SEED": 42,
+        "MAX_LENGTH": profile.sft_max_length,
+    })
+    args = parsed(sft.add_arguments, ["--output-dir", str(tmp_path)])
+    command = sft.command_config(args, profile, path, tmp_path)
+    # the command checkpoints a third of the way through so that an interrupted run resumes; the notebook does not
+    assert command.save_strategy == "steps" and command.save_steps == max(1, profile.sft_max_steps // 3)
+    assert notebook.save_strategy == "no"
+    leave_out = {"output_dir", "logging_dir", "save_strategy", "save_steps"}
+    assert comparable(command, leave_out) == comparable(notebook, leave_out)
+    assert notebook.max_steps == profile.sft_max_steps and notebook.learning_rate == profile.sft_learning_rate
+    assert notebook.completion_only_loss is True and notebook.optim == "adamw_torch"  # CPU: no 8-bit optimizer
+    assert notebook.gradient_checkpointing is False and notebook.use_cpu is True
+
+
+def test_sft_options_reach_the_recipe(tmp_path):
+    profile = make_profile("smoke", "test", cuda=False, hub=False)
+    path = SFTPath("lora", profile.llm_model, "test")
+    argv = ["--output-dir", str(tmp_path), "--max-steps", "9", "--learning-rate", "1e-4", "--batch-size", "3",
+            "--max-length", "64", "--seed", "7"]
+    config = sft.command_config(parsed(sft.add_arguments, argv), profile, path, tmp_path)
+    assert (config.max_steps, config.learning_rate, config.per_device_train_batch_size, config.max_length) == (9, 1e-4, 3, 64)
+    assert (config.seed, config.data_seed, config.save_steps, config.warmup_steps) == (7, 7, 3, 1)
+
+
+def test_gpu_routes_pick_their_optimizer_and_checkpointing(tmp_path):
+    """What differs by route on a GPU, checked without one: the recipe only reads the profile's fields."""
+    import dataclasses
+
+    from workshop_utils.recipes.qlora_llama3_sft import sft_training_config
+
+    # fp16/bf16 off so that TrainingArguments' own check for a GPU does not fire on this CPU machine
+    profile = dataclasses.replace(make_profile("cpu", "test", cuda=False, hub=True), device="cuda", precision="fp32")
+    unsloth = sft_training_config(profile, SFTPath("unsloth", "m", "test"), tmp_path)
+    bnb = sft_training_config(profile, SFTPath("bnb", "m", "test"), tmp_path)
+    assert (unsloth.optim, unsloth.gradient_checkpointing) == ("adamw_8bit", False)  # Unsloth checkpoints itself
+    assert (bnb.optim, bnb.gradient_checkpointing) == ("paged_adamw_8bit", True)
+    assert bnb.gradient_checkpointing_kwargs == {"use_reentrant": False}
+
+
+def test_lora_alpha_keeps_the_profiles_scale_when_r_changes():
+    from peft import PeftModel
+
+    from workshop_utils.assets import tiny_llama_path
+    from workshop_utils.recipes.qlora_llama3_sft import LORA_TARGETS, add_lora, load_model
+
+    profile = make_profile("smoke", "test", cuda=False, hub=False)
+    path = SFTPath("lora", str(tiny_llama_path()), "test")
+    model, _ = load_model(path, profile, 64)
+    peft_model = add_lora(model, path, profile, r=2 * profile.lora_r)
+    assert isinstance(peft_model, PeftModel)
+    config = peft_model.peft_config["default"]
+    assert config.r == 2 * profile.lora_r and config.lora_alpha == 2 * profile.lora_alpha
+    assert set(config.target_modules) == set(LORA_TARGETS)
