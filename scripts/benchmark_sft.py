@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-rows", type=int, default=100, help="held-out questions whose answers' NLL is measured")
     parser.add_argument("--generate", type=int, default=32, help="of those, how many the model answers")
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--first-rows", action="store_true", help="part recipes: train on the file's first rows "
+                        "instead of a seeded sample of all training rows (the figures before 2026-12-03)")
+    parser.add_argument("--row-seed", type=int, default=0, help="seed of that sample (default: 0)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -217,7 +221,10 @@ def main(argv=None) -> int:
         del model, trainer
 
     if args.part in ("recipes", "all"):
-        rows = train[: args.steps * args.batch]
+        n = args.steps * args.batch
+        # the rows `workshop sft` would see: a seeded sample across the whole training file (the trainer shuffles
+        # all 3,000 rows), not the file's first rows, which come from a few collections and topics
+        rows = train[:n] if args.first_rows else random.Random(args.row_seed).sample(train, min(n, len(train)))
         report["recipes"] = {}
         for name, (r, alpha, dropout, pad_is_eos, build) in {
             "project": (16, 32, 0.0, False, project_trainer),
@@ -233,7 +240,7 @@ def main(argv=None) -> int:
             print(f"\n{name:>8}: NLL {scores['nll']:.3f}, stop rate {scores['eos_rate']:.0%}, ROUGE-L {scores['rougeL']:.3f}, "
                   f"looping {scores['repetition']:.0%}; {cost['tokens_per_second']:.1f} tokens/s, {cost['train_seconds']:.0f} s")
             del model, trainer
-        report["recipes"]["settings"] = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "eval_rows": len(test),
+        report["recipes"]["settings"] = {"steps": args.steps, "rows": "first" if args.first_rows else f"sample, seed {args.row_seed}", "batch": args.batch, "lr": args.lr, "eval_rows": len(test),
                                          "generated": args.generate, "max_new_tokens": args.max_new_tokens}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

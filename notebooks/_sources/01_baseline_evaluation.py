@@ -138,9 +138,9 @@ print(f"untrained head: accuracy {untrained['accuracy']:.3f}, F1 {untrained['f1'
 # %%
 results.record("01_baseline_evaluation", "majority", {"accuracy": majority["accuracy"], "f1": majority["f1"]})
 results.record("01_baseline_evaluation", "classifier", {"accuracy": untrained["accuracy"], "f1": untrained["f1"]})
-print(f"{'':>24} accuracy     F1")
-print(f"{'majority class':>24}   {majority['accuracy']:.3f}   {majority['f1']:.3f}")
-print(f"{'encoder + untrained head':>24}   {untrained['accuracy']:.3f}   {untrained['f1']:.3f}")
+import pandas as pd
+
+display(pd.DataFrame({"majority class": majority, "encoder + untrained head": untrained}).T[["accuracy", "f1"]].round(3))
 plots.before_after(
     {"majority class": {"accuracy": majority["accuracy"], "f1": majority["f1"]},
      "untrained head": {"accuracy": untrained["accuracy"], "f1": untrained["f1"]}},

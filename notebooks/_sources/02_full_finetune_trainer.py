@@ -260,9 +260,10 @@ print(f"validation after fine-tuning: accuracy {after['accuracy']:.3f}, F1 {afte
 # ## Before and after
 
 # %%
-print(f"{'':>18} accuracy     F1")
-for name, s in (("majority class", majority), ("untrained head", baseline), ("fine-tuned", after)):
-    print(f"{name:>18}   {s['accuracy']:.3f}   {s['f1']:.3f}")
+import pandas as pd
+
+scores = pd.DataFrame({"majority class": majority, "untrained head": baseline, "fine-tuned": after}).T
+display(scores[["accuracy", "f1"]].round(3))
 plots.before_after(
     {"majority": {"accuracy": majority["accuracy"], "f1": majority["f1"]},
      "before": {"accuracy": baseline["accuracy"], "f1": baseline["f1"]},
@@ -383,18 +384,17 @@ plots.training_curve(lora_trainer.state.log_history, metric="eval_accuracy", tit
 # resident memory, which can only grow during a session, so there the LoRA number is an upper bound.
 
 # %%
-rows = [
-    ("trainable parameters", f"{full_trainable:,}", f"{lora_trainable:,}"),
-    ("share of the model", "100%", f"{lora_trainable / full_trainable:.2%}"),
-    ("wall time (s)", f"{full_cost['seconds']:.0f}", f"{lora_cost['seconds']:.0f}"),
-    ("samples / s", f"{train_output.metrics['train_samples_per_second']:.1f}", f"{lora_output.metrics['train_samples_per_second']:.1f}"),
-    ("peak memory", metrics.gib(full_cost["peak_memory_bytes"]), metrics.gib(lora_cost["peak_memory_bytes"])),
-    ("accuracy", f"{after['accuracy']:.3f}", f"{lora_after['accuracy']:.3f}"),
-    ("F1", f"{after['f1']:.3f}", f"{lora_after['f1']:.3f}"),
-]
-print(f"{'':>22} | {'full':>12} | {'LoRA':>12}")
-for name, full_value, lora_value in rows:
-    print(f"{name:>22} | {full_value:>12} | {lora_value:>12}")
+comparison = pd.DataFrame({
+    "full": {"trainable parameters": f"{full_trainable:,}", "share of the model": "100%",
+             "wall time (s)": round(full_cost["seconds"]), "samples / s": round(train_output.metrics["train_samples_per_second"], 1),
+             "peak memory": metrics.gib(full_cost["peak_memory_bytes"]),
+             "accuracy": round(after["accuracy"], 3), "F1": round(after["f1"], 3)},
+    "LoRA": {"trainable parameters": f"{lora_trainable:,}", "share of the model": f"{lora_trainable / full_trainable:.2%}",
+             "wall time (s)": round(lora_cost["seconds"]), "samples / s": round(lora_output.metrics["train_samples_per_second"], 1),
+             "peak memory": metrics.gib(lora_cost["peak_memory_bytes"]),
+             "accuracy": round(lora_after["accuracy"], 3), "F1": round(lora_after["f1"], 3)},
+})
+display(comparison)
 
 # %% [markdown]
 # The adapter is a few MB: it is saved alone, and notebook 04 loads it on top of the base model.
