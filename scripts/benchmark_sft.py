@@ -48,25 +48,39 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def load_lora_model(r: int, alpha: int, dropout: float, pad_is_eos: bool = False):
+def offline_recipe():
+    """(profile, route) of the offline profile: the recipe `workshop sft` runs on a CPU."""
+    from workshop_utils.profiles import make_profile
+    from workshop_utils.routes import choose_path
+
+    profile = make_profile("offline", "the benchmark trains the offline profile's recipe", cuda=False, hub=False)
+    return profile, choose_path(profile)
+
+
+def project_model(max_length: int):
+    """SmolLM2 with the project's LoRA, loaded as `workshop sft` loads it (notebook 03's load_model, add_lora)."""
+    from workshop_utils.sft import load_for_path
+
+    profile, route = offline_recipe()
+    return load_for_path(route, profile, max_length=max_length)
+
+
+def seed_model(max_length: int):
+    """SmolLM2 as many tutorials set it up: pad = EOS, right padding, LoRA r=64 alpha=16 dropout 0.1."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from workshop_utils.assets import smollm2_path
     from workshop_utils.recipes.qlora_llama3_sft import LORA_TARGETS
-    from workshop_utils.chat import ensure_distinct_pad
 
     path = smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    if pad_is_eos:
-        tokenizer.pad_token = tokenizer.eos_token
-        model.config.pad_token_id = tokenizer.eos_token_id
-    else:
-        ensure_distinct_pad(tokenizer, model)
+    tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.eos_token_id
     tokenizer.padding_side = "right"
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    config = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.1, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
     return get_peft_model(model, config), tokenizer
 
 
@@ -82,14 +96,13 @@ def project_trainer(model, tokenizer, rows, *, steps: int, batch: int, max_lengt
     """The recipe of notebook 03 / `workshop sft` in the offline profile: its own ``sft_training_config``."""
     from trl import SFTTrainer
 
-    from workshop_utils.profiles import make_profile
     from workshop_utils.recipes.qlora_llama3_sft import sft_training_config
-    from workshop_utils.routes import choose_path, use_torch_loss_on_cpu
+    from workshop_utils.routes import use_torch_loss_on_cpu
 
     use_torch_loss_on_cpu()
-    profile = make_profile("offline", "the benchmark trains the offline profile's recipe", cuda=False, hub=False)
-    config = sft_training_config(profile, choose_path(profile), out, max_steps=steps, batch_size=batch,
-                                 learning_rate=lr, max_length=max_length)
+    profile, route = offline_recipe()
+    config = sft_training_config(profile, route, out, max_steps=steps, batch_size=batch, learning_rate=lr,
+                                 max_length=max_length)
     return SFTTrainer(model=model, args=config, train_dataset=conversations(rows), processing_class=tokenizer)
 
 
@@ -193,11 +206,11 @@ def main(argv=None) -> int:
         n = (args.speed_steps + 1) * args.batch
         rows = train[:n]
         set_seed(0)
-        model, tok = load_lora_model(16, 32, 0.0)
+        model, tok = project_model(args.max_length)
         bare_loop(model, tok, rows[: args.batch], steps=1, batch=args.batch, max_length=args.max_length, lr=args.lr)  # warm-up
         bare = bare_loop(model, tok, rows[args.batch:], steps=args.speed_steps, batch=args.batch, max_length=args.max_length, lr=args.lr)
         set_seed(0)
-        model, tok = load_lora_model(16, 32, 0.0)
+        model, tok = project_model(args.max_length)
         trainer = project_trainer(model, tok, rows, steps=args.speed_steps + 1, batch=args.batch,
                                   max_length=args.max_length, lr=args.lr, out=Path("/tmp/benchmark-sft-speed"))
         from transformers import TrainerCallback
@@ -226,12 +239,9 @@ def main(argv=None) -> int:
         # all 3,000 rows), not the file's first rows, which come from a few collections and topics
         rows = train[:n] if args.first_rows else random.Random(args.row_seed).sample(train, min(n, len(train)))
         report["recipes"] = {}
-        for name, (r, alpha, dropout, pad_is_eos, build) in {
-            "project": (16, 32, 0.0, False, project_trainer),
-            "seed": (64, 16, 0.1, True, seed_trainer),
-        }.items():
+        for name, (load, build) in {"project": (project_model, project_trainer), "seed": (seed_model, seed_trainer)}.items():
             set_seed(0)
-            model, tok = load_lora_model(r, alpha, dropout, pad_is_eos=pad_is_eos)
+            model, tok = load(args.max_length)
             trainer = build(model, tok, rows, steps=args.steps, batch=args.batch, max_length=args.max_length,
                             lr=args.lr, out=Path(f"/tmp/benchmark-sft-{name}"))
             cost = timed_train(trainer)

@@ -85,6 +85,11 @@ def plan_output_dir(out: Path, overwrite: bool) -> Path | None:
     return None if overwrite else last_checkpoint(out)
 
 
+def _text_columns(dd) -> list[str]:
+    """The columns the tokenizer reads: every column of the task but the label."""
+    return [c for c in dd["train"].column_names if c != "label"]
+
+
 def _scores(metrics: dict) -> dict[str, float]:
     return {k: round(float(metrics[f"eval_{k}"]), 4) for k in ("accuracy", "f1")}
 
@@ -149,7 +154,7 @@ def _build_trainer(args: argparse.Namespace, profile, dd, model_id: str, max_len
 
     from .recipes import full_finetune_trainer as recipe
 
-    columns = [c for c in dd["train"].column_names if c != "label"]
+    columns = _text_columns(dd)
     label_names = dd["train"].features["label"].names
     transformers.logging.set_verbosity_error()  # the "newly initialized weights" notice is expected here
     try:
@@ -212,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     _say(
         f"train-classifier: {display_path(model_id) if os.path.isabs(model_id) else model_id} on "
         f"{len(dd['train']):,} train / {len(dd['validation']):,} validation rows, "
-        f"text {[c for c in dd['train'].column_names if c != 'label']}, labels {dd['train'].features['label'].names}; "
+        f"text {_text_columns(dd)}, labels {dd['train'].features['label'].names}; "
         f"{a.num_train_epochs:g} epochs, lr {a.learning_rate:g}, batch {a.per_device_train_batch_size} x {a.world_size} "
         f"process(es), max_length {max_length}, evaluated every {a.eval_steps} steps (best kept)"
         f"{', LoRA' if args.lora else ''}; profile '{profile.name}' ({profile.device}/{profile.precision})"
@@ -248,7 +253,7 @@ def _record(args, profile, dd, model_id, max_length, trainer, trainable, resume_
         "model": display_path(model_id) if os.path.isabs(model_id) else model_id,
         "train_file": display_path(args.train),
         "validation_file": display_path(args.validation),
-        "text_columns": [c for c in dd["train"].column_names if c != "label"],
+        "text_columns": _text_columns(dd),
         "label_names": dd["train"].features["label"].names,
         "rows": {"train": len(dd["train"]), "validation": len(dd["validation"])},
         "epochs": a.num_train_epochs,

@@ -242,27 +242,26 @@ def write_summary(out: Path, profile, runs: list[NotebookRun], pairs: list[dict]
     md_path = out / "summary.md"
     md_path.write_text("\n".join(md), encoding="utf-8")
 
-    img_tag, table = _img_tag, _html_table
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:1em auto}table{border-collapse:collapse;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}figure{display:inline-block;margin:.5em}"
         "img{max-width:28em}.failed{color:#b00}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p class='{'ok' if ok else 'failed'}'>{html.escape(when)} · total wall time {total_s:.0f} s · {html.escape(verdict)}</p>",
-        "<h2>Profile</h2>", table(("setting", "value"), profile.table_rows()),
+        "<h2>Profile</h2>", _html_table(("setting", "value"), profile.table_rows()),
         "<h2>Notebooks</h2>",
-        table(("notebook", "status", "cells run", "wall time (s)"),
+        _html_table(("notebook", "status", "cells run", "wall time (s)"),
               [(r.name, r.status + (f" — {r.failure}" if r.failure else ""), r.cells, f"{r.seconds:.1f}") for r in runs]),
         "<h2>Before and after</h2>",
     ]
     if pairs:
-        parts.append(table(("notebook", "what", "metric", "before", "after", "change"),
+        parts.append(_html_table(("notebook", "what", "metric", "before", "after", "change"),
                            [(p["notebook"], p["what"], p["metric"], _fmt(p["before"]), _fmt(p["after"]), f"{p['after'] - p['before']:+.3f}") for p in pairs]))
-        parts += [img_tag(path, label) for label, path in ba_figs]
+        parts += [_img_tag(path, label) for label, path in ba_figs]
     else:
         parts.append("<p>No before/after pairs in the results record yet.</p>")
     parts.append("<h2>Figures from the notebooks</h2>")
-    parts += [img_tag(img, name) for name, img in shown] or ["<p>No figures.</p>"]
+    parts += [_img_tag(img, name) for name, img in shown] or ["<p>No figures.</p>"]
     parts.append("</body></html>")
     html_path = out / "summary.html"
     html_path.write_text("\n".join(parts), encoding="utf-8")

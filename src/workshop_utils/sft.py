@@ -166,7 +166,8 @@ def resolve_model(model: str | None) -> str | None:
 
 
 def held_out_scorer(tokenizer, dd, args, profile):
-    """A function scoring a model on the held-out questions (NLL of every reference, answers to the first N)."""
+    """(a function scoring a model on the held-out questions, the settings it scores with): the NLL of every
+    reference answer, and greedy answers to the first N questions."""
     questions, references = list(dd["test"]["instruction"]), list(dd["test"]["response"])
     n_generate = min(len(questions), args.generate_rows or profile.llm_generate_rows or len(questions))
     max_new = args.max_new_tokens or profile.max_new_tokens
@@ -178,8 +179,7 @@ def held_out_scorer(tokenizer, dd, args, profile):
                                    system_prompt=system_prompt, desc=which)
         return score_answers(answers, references[:n_generate], nll=nll)
 
-    scores.settings = {"eval_rows": len(questions), "generated_answers": n_generate, "max_new_tokens": max_new}
-    return scores
+    return scores, {"eval_rows": len(questions), "generated_answers": n_generate, "max_new_tokens": max_new}
 
 
 def score_base_once(state, out: Path, scores, model) -> dict[str, float]:
@@ -232,7 +232,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
     model, tokenizer = load_for_path(path, profile, max_length=config.max_length, lora_r=args.lora_r, seed=args.seed)
     if profile.device == "cpu":
         small_model_threads(model)
-    scores = held_out_scorer(tokenizer, dd, args, profile)
+    scores, score_settings = held_out_scorer(tokenizer, dd, args, profile)
     before = score_base_once(state, out, scores, model)
     train = to_prompt_completion(dd["train"], args.system_prompt or None)
     trunc = truncation_report(tokenizer, train, config.max_length)
@@ -253,7 +253,7 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
             "model_parameters": total, "load_in_4bit": path.name in ("unsloth", "bnb"), **cost,
             "trainable_params": trainable, "route": path.name, "steps": int(trainer.state.global_step),
             "processes": state.num_processes, "max_length": config.max_length, "truncated_share": trunc["share"],
-            "lora_r": args.lora_r or profile.lora_r, "train_rows": len(dd["train"]), **scores.settings, "seed": args.seed,
+            "lora_r": args.lora_r or profile.lora_r, "train_rows": len(dd["train"]), **score_settings, "seed": args.seed,
         }
         write_json_atomic(out / "metrics.json", result)  # written last: its presence means "finished"
         for checkpoint in trainer_checkpoints(out):  # only needed to resume; they hold pickled state
