@@ -1,7 +1,8 @@
 """SFT on a CPU, measured: the project's recipe against the common one, and SFTTrainer against a bare loop.
 
-    .venv/bin/python scripts/benchmark_sft.py                  # both parts, about 15 minutes on 2 cores
+    .venv/bin/python scripts/benchmark_sft.py                  # both parts, about 28 minutes on 2 cores
     .venv/bin/python scripts/benchmark_sft.py --part speed     # only the throughput comparison (~3 min)
+    .venv/bin/python scripts/benchmark_sft.py --part decoding  # how the repetition penalty was chosen (~20 min)
 
 Both parts train SmolLM2-135M-Instruct (the offline profile's model) with LoRA in float32 on the shipped
 MedQuAD subset (``data/medquad``) and score on its held-out topics. Run it alone on an idle machine: two
@@ -20,8 +21,15 @@ Part ``recipes``: the same rows and steps trained two ways, then scored on the h
   with the loss on every token, transformers' ``DataCollatorForLanguageModeling`` (which masks every pad id,
   and so every EOS), LoRA r=64 alpha=16 dropout 0.1.
 
-Printed for both: held-out NLL of the reference answers, the share of greedy answers that stop by
-themselves, tokens/s and wall time. ``--json FILE`` also writes the figures.
+Printed for both: held-out NLL of the reference answers, the share of answers that stop by themselves
+(scored as the workshop scores, greedy with the profile's repetition penalty, and with plain greedy
+decoding), tokens/s and wall time. ``--json FILE`` also writes the figures.
+
+Part ``decoding`` (only when named): how the repetition penalty was chosen. Whole topics of the *training*
+file are held out as a dev split; the project's recipe trains on the other topics; each penalty in
+``--penalties`` answers the dev questions; a rule fixed before the first run picks one (highest dev stop
+rate at no more than 0.02 ROUGE-L cost); only then are plain greedy and the chosen penalty scored once on
+the held-out test.
 """
 
 from __future__ import annotations
@@ -51,18 +59,18 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 def offline_recipe():
     """(profile, route) of the offline profile: the recipe `workshop sft` runs on a CPU."""
     from workshop_utils.profiles import make_profile
-    from workshop_utils.routes import choose_path
+    from workshop_utils.routes import choose_route
 
     profile = make_profile("offline", "the benchmark trains the offline profile's recipe", cuda=False, hub=False)
-    return profile, choose_path(profile)
+    return profile, choose_route(profile)
 
 
 def project_model(max_length: int):
     """SmolLM2 with the project's LoRA, loaded as `workshop sft` loads it (notebook 03's load_model, add_lora)."""
-    from workshop_utils.sft import load_for_path
+    from workshop_utils.sft import load_for_route
 
     profile, route = offline_recipe()
-    return load_for_path(route, profile, max_length=max_length)
+    return load_for_route(route, profile, max_length=max_length)
 
 
 def seed_model(max_length: int):
@@ -161,21 +169,83 @@ def bare_loop(model, tokenizer, rows, *, steps: int, batch: int, max_length: int
     return {"train_seconds": seconds, "tokens_per_second": tokens / seconds, "train_tokens": tokens}
 
 
-def held_out(model, tokenizer, test_rows, *, generate: int, max_new_tokens: int) -> dict[str, float]:
+def held_out(model, tokenizer, test_rows, *, generate: int, max_new_tokens: int, repetition_penalty: float = 1.0,
+             nll: bool = True) -> dict[str, float]:
     from workshop_utils.answers import answer_nll, generate_answers, score_answers
     from workshop_utils.chat import SYSTEM_PROMPT
 
     questions = [r["instruction"] for r in test_rows]
     references = [r["response"] for r in test_rows]
-    nll = answer_nll(model, tokenizer, questions, references, system_prompt=SYSTEM_PROMPT, desc="NLL")
+    nll = answer_nll(model, tokenizer, questions, references, system_prompt=SYSTEM_PROMPT, desc="NLL") if nll else None
     answers = generate_answers(model, tokenizer, questions[:generate], max_new_tokens=max_new_tokens,
-                               system_prompt=SYSTEM_PROMPT, desc="answers")
-    return score_answers(answers, references[:generate], nll=nll)
+                               system_prompt=SYSTEM_PROMPT, desc="answers", repetition_penalty=repetition_penalty)
+    scores = score_answers(answers, references[:generate], nll=nll)
+    # what an answer that did not stop looks like (a loop, a list, a long answer): kept for reading, not scored
+    scores["not_stopped"] = [{"question": q, "answer": a.text[:400]} for q, a in zip(questions, answers) if not a.stopped]
+    return scores
+
+
+def dev_split(train: list[dict], data: Path, *, rows: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(dev, rest) of the training rows, split by topic as the held-out test was (scripts/build_medquad.py):
+    whole topics go to dev until it holds ``rows`` rows, so a choice made on dev never sees the test and the
+    rows trained on never share a disease or a source page with dev."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_medquad import topic_keys
+
+    raw = [json.loads(line) for line in (data / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    topic_of = dict(zip(((r["instruction"], r["response"]) for r in raw), topic_keys(raw)))
+    keys = [topic_of[(r["instruction"], r["response"])] for r in train]
+    topics = sorted(set(keys))
+    random.Random(seed).shuffle(topics)
+    chosen: set[str] = set()
+    for topic in topics:
+        if sum(k in chosen for k in keys) >= rows:
+            break
+        chosen.add(topic)
+    return [r for r, k in zip(train, keys) if k in chosen], [r for r, k in zip(train, keys) if k not in chosen]
+
+
+def choose_penalty(dev_scores: dict[float, dict]) -> float:
+    """The rule, fixed before any run: the highest dev stop rate among penalties that cost at most 0.02 of
+    dev ROUGE-L against greedy decoding (1.0); ties go to the smaller penalty."""
+    greedy = dev_scores[1.0]["rougeL"]
+    eligible = [p for p, sc in dev_scores.items() if sc["rougeL"] >= greedy - 0.02]
+    return max(sorted(eligible), key=lambda p: dev_scores[p]["eos_rate"])
+
+
+def decoding_part(args, train: list[dict], test: list[dict]) -> dict:
+    """Train the project's recipe on rows outside the dev topics, pick the repetition penalty on dev by
+    :func:`choose_penalty`, then score greedy decoding and the chosen penalty once on the held-out test."""
+    from transformers import set_seed
+
+    dev, rest = dev_split(train, Path(args.data), rows=args.dev_rows, seed=args.row_seed + 1)
+    rows = random.Random(args.row_seed).sample(rest, min(args.steps * args.batch, len(rest)))
+    print(f"dev: {len(dev)} rows of training topics; training on {len(rows)} rows of the other topics")
+    set_seed(0)
+    model, tok = project_model(args.max_length)
+    trainer = project_trainer(model, tok, rows, steps=args.steps, batch=args.batch, max_length=args.max_length,
+                              lr=args.lr, out=Path("/tmp/benchmark-sft-decoding"))
+    cost = timed_train(trainer)
+    penalties = sorted({1.0, *(float(p) for p in args.penalties.split(","))})
+    dev_scores = {p: held_out(trainer.model, tok, dev, generate=len(dev), max_new_tokens=args.max_new_tokens,
+                              repetition_penalty=p, nll=False) for p in penalties}
+    chosen = choose_penalty(dev_scores)
+    print("\nrepetition penalty on dev (generated tokens only): stop rate / ROUGE-L / looping")
+    for p, sc in dev_scores.items():
+        print(f"  {p:.2f}: {sc['eos_rate']:.0%} / {sc['rougeL']:.3f} / {sc['repetition']:.0%}{'  <- chosen' if p == chosen else ''}")
+    test_scores = {p: held_out(trainer.model, tok, test, generate=args.generate, max_new_tokens=args.max_new_tokens,
+                               repetition_penalty=p) for p in sorted({1.0, chosen})}
+    print(f"\nheld-out test ({args.generate} answers):")
+    for p, sc in test_scores.items():
+        print(f"  {p:.2f}: stop rate {sc['eos_rate']:.0%}, ROUGE-L {sc['rougeL']:.3f}, looping {sc['repetition']:.0%}")
+    return {"dev_rows": len(dev), "train_rows": len(rows), **cost, "chosen": chosen,
+            "dev": {str(p): sc for p, sc in dev_scores.items()}, "test": {str(p): sc for p, sc in test_scores.items()}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("speed", "recipes", "all"), default="all")
+    parser.add_argument("--part", choices=("speed", "recipes", "decoding", "all"), default="all",
+                        help="all = speed and recipes; decoding (repetition penalty chosen on a dev split) runs only when named")
     parser.add_argument("--data", default=str(ROOT / "data" / "medquad"))
     parser.add_argument("--speed-steps", type=int, default=8, help="timed steps per loop in part speed (after 1 warm-up)")
     parser.add_argument("--steps", type=int, default=120, help="training steps per recipe in part recipes (default: the offline profile's)")
@@ -183,11 +253,14 @@ def main(argv=None) -> int:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--eval-rows", type=int, default=100, help="held-out questions whose answers' NLL is measured")
-    parser.add_argument("--generate", type=int, default=32, help="of those, how many the model answers")
+    parser.add_argument("--generate", type=int, default=100, help="of those, how many the model answers")
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--first-rows", action="store_true", help="part recipes: train on the file's first rows "
                         "instead of a seeded sample of all training rows (the figures before 2026-12-03)")
     parser.add_argument("--row-seed", type=int, default=0, help="seed of that sample (default: 0)")
+    parser.add_argument("--recipes", default="project,seed", help="part recipes: which to train, comma-separated (default: both)")
+    parser.add_argument("--dev-rows", type=int, default=100, help="part decoding: rows of training topics held out as dev")
+    parser.add_argument("--penalties", default="1.0,1.1,1.2,1.3", help="part decoding: repetition penalties tried on dev")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -239,19 +312,31 @@ def main(argv=None) -> int:
         # all 3,000 rows), not the file's first rows, which come from a few collections and topics
         rows = train[:n] if args.first_rows else random.Random(args.row_seed).sample(train, min(n, len(train)))
         report["recipes"] = {}
-        for name, (load, build) in {"project": (project_model, project_trainer), "seed": (seed_model, seed_trainer)}.items():
+        recipes = {"project": (project_model, project_trainer), "seed": (seed_model, seed_trainer)}
+        unknown = set(args.recipes.split(",")) - set(recipes)
+        if unknown:
+            parser.error(f"--recipes: unknown {sorted(unknown)}; choose from {sorted(recipes)}")
+        for name in args.recipes.split(","):
+            load, build = recipes[name]
             set_seed(0)
             model, tok = load(args.max_length)
             trainer = build(model, tok, rows, steps=args.steps, batch=args.batch, max_length=args.max_length,
                             lr=args.lr, out=Path(f"/tmp/benchmark-sft-{name}"))
             cost = timed_train(trainer)
-            scores = held_out(trainer.model, tok, test, generate=args.generate, max_new_tokens=args.max_new_tokens)
-            report["recipes"][name] = {**cost, **scores}
+            penalty = offline_recipe()[0].repetition_penalty  # the workshop's scoring (01, 03, `workshop sft`)
+            scores = held_out(trainer.model, tok, test, generate=args.generate, max_new_tokens=args.max_new_tokens,
+                              repetition_penalty=penalty)
+            greedy = held_out(trainer.model, tok, test, generate=args.generate, max_new_tokens=args.max_new_tokens, nll=False)
+            report["recipes"][name] = {**cost, **scores, "repetition_penalty": penalty, "plain_greedy": greedy}
             print(f"\n{name:>8}: NLL {scores['nll']:.3f}, stop rate {scores['eos_rate']:.0%}, ROUGE-L {scores['rougeL']:.3f}, "
-                  f"looping {scores['repetition']:.0%}; {cost['tokens_per_second']:.1f} tokens/s, {cost['train_seconds']:.0f} s")
+                  f"looping {scores['repetition']:.0%} (repetition penalty {penalty:g}; plain greedy: stop rate "
+                  f"{greedy['eos_rate']:.0%}, ROUGE-L {greedy['rougeL']:.3f}, looping {greedy['repetition']:.0%}); "
+                  f"{cost['tokens_per_second']:.1f} tokens/s, {cost['train_seconds']:.0f} s")
             del model, trainer
         report["recipes"]["settings"] = {"steps": args.steps, "rows": "first" if args.first_rows else f"sample, seed {args.row_seed}", "batch": args.batch, "lr": args.lr, "eval_rows": len(test),
                                          "generated": args.generate, "max_new_tokens": args.max_new_tokens}
+    if args.part == "decoding":
+        report["decoding"] = decoding_part(args, train, test)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

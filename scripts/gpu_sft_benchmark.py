@@ -10,8 +10,8 @@ What it does, on a machine with a CUDA GPU and no network:
    Llama 3's special tokens, and saves them (bf16 safetensors) under ``--cache``. Random weights cost
    nothing to download and have the same memory and compute profile as the real ones;
 2. runs the same SFT step (LoRA r=16 on every linear layer of a 4-bit NF4 model, sequence length 2048,
-   batch 2, TRL ``SFTTrainer``) on the **Unsloth** path and on the **transformers + bitsandbytes + peft**
-   path, each in a fresh Python process (importing unsloth patches transformers for the whole process);
+   batch 2, TRL ``SFTTrainer``) on the **Unsloth** route and on the **transformers + bitsandbytes + peft**
+   route, each in a fresh Python process (importing unsloth patches transformers for the whole process);
 3. prints peak GPU memory and tokens/s of both as a markdown table (and writes it to ``--output``).
 
 Timing excludes the first ``--warmup`` steps (kernel compilation, allocator warm-up).
@@ -39,13 +39,13 @@ SHAPES = {
                intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
 }
 NAMES = {"8b": "Llama 3 8B shapes", "1b": "Llama 3.2 1B shapes"}
-PATHS = ("unsloth", "bnb")
+ROUTES = ("unsloth", "bnb")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="8b", help="comma-separated: 8b, 1b (default: 8b)")
-    p.add_argument("--paths", default=",".join(PATHS), help="comma-separated: unsloth, bnb")
+    p.add_argument("--routes", default=",".join(ROUTES), help="comma-separated: unsloth, bnb")
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--steps", type=int, default=8, help="timed steps")
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--cache", default=str(ROOT / ".cache" / "bench-models"), help="where the random models are saved")
     p.add_argument("--output", default=str(ROOT / "outputs" / "gpu_sft_benchmark.md"))
-    p.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)  # internal: run one path, print JSON
+    p.add_argument("--child", choices=ROUTES, help=argparse.SUPPRESS)  # internal: run one route, print JSON
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -123,19 +123,19 @@ def long_conversations(tokenizer, seq_len: int, n: int):
     return Dataset.from_list(out)
 
 
-# --------------------------------------------------------------------------- one path, in its own process
+# --------------------------------------------------------------------------- one route, in its own process
 def run_child(args) -> dict:
     import torch
     from transformers import TrainerCallback
     from workshop_utils.profiles import make_profile
     from workshop_utils.answers import parameter_counts
-    from workshop_utils.routes import SFTPath
-    from workshop_utils.sft import load_for_path
+    from workshop_utils.routes import SFTRoute
+    from workshop_utils.sft import load_for_route
 
     profile = make_profile("gpu", "benchmark", cuda=True, hub=False)
-    path = SFTPath(args.child, args.model_dir, "benchmark")
+    route = SFTRoute(args.child, args.model_dir, "benchmark")
     start = time.perf_counter()
-    model, tokenizer = load_for_path(path, profile, max_length=args.seq_len, lora_r=args.lora_r, seed=0)
+    model, tokenizer = load_for_route(route, profile, max_length=args.seq_len, lora_r=args.lora_r, seed=0)
     load_seconds = time.perf_counter() - start
     if args.child == "unsloth":
         from unsloth import FastLanguageModel
@@ -170,7 +170,7 @@ def run_child(args) -> dict:
     seconds = time.perf_counter() - marks["t0"]
     tokens = trainer.state.num_input_tokens_seen - marks["tok0"]
     trainable, total = parameter_counts(trainer.model)
-    return {"path": args.child, "peak_memory_bytes": int(torch.cuda.max_memory_allocated()),
+    return {"route": args.child, "peak_memory_bytes": int(torch.cuda.max_memory_allocated()),
             "tokens_per_second": tokens / seconds, "seconds_per_step": seconds / args.steps,
             "trainable_params": trainable, "total_params": total, "load_seconds": load_seconds,
             "gpu": torch.cuda.get_device_name(0)}
@@ -188,10 +188,10 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(run_child(args)), flush=True)
         return 0
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
-    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    bad = [k for k in kinds if k not in SHAPES] + [p for p in paths if p not in PATHS]
+    routes = [p.strip() for p in args.routes.split(",") if p.strip()]
+    bad = [k for k in kinds if k not in SHAPES] + [p for p in routes if p not in ROUTES]
     if bad:
-        print(f"error: unknown model/path {bad[0]!r}; models: {', '.join(SHAPES)}; paths: {', '.join(PATHS)}", file=sys.stderr)
+        print(f"error: unknown model/route {bad[0]!r}; models: {', '.join(SHAPES)}; routes: {', '.join(ROUTES)}", file=sys.stderr)
         return 2
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -200,25 +200,25 @@ def main(argv=None) -> int:
     rows = []
     for kind in kinds:
         folder = build_model(kind, cache)
-        for path in paths:
-            print(f"\n=== {NAMES[kind]}, path {path} ===", flush=True)
-            cmd = [sys.executable, __file__, "--child", path, "--model-dir", str(folder), "--seq-len", str(args.seq_len),
+        for route in routes:
+            print(f"\n=== {NAMES[kind]}, route {route} ===", flush=True)
+            cmd = [sys.executable, __file__, "--child", route, "--model-dir", str(folder), "--seq-len", str(args.seq_len),
                    "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--lora-r", str(args.lora_r), "--cache", str(cache)]
             done = subprocess.run(cmd, env=env, capture_output=True, text=True)
             result = next((json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
             if done.returncode != 0 or result is None:
                 tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-                print(f"{path} failed (exit {done.returncode}): {tail[0][:300]}", flush=True)
-                rows.append((NAMES[kind], path, "failed", "-", "-", "-"))
+                print(f"{route} failed (exit {done.returncode}): {tail[0][:300]}", flush=True)
+                rows.append((NAMES[kind], route, "failed", "-", "-", "-"))
                 continue
             print(json.dumps(result), flush=True)
-            rows.append((NAMES[kind], path, f"{result['peak_memory_bytes'] / 2**30:.2f} GiB", f"{result['tokens_per_second']:,.0f}",
+            rows.append((NAMES[kind], route, f"{result['peak_memory_bytes'] / 2**30:.2f} GiB", f"{result['tokens_per_second']:,.0f}",
                          f"{result['seconds_per_step']:.2f}", f"{result['trainable_params']:,}"))
     gpu = torch.cuda.get_device_name(0)
     table = [f"QLoRA SFT step, LoRA r={args.lora_r} on all linear layers, sequence length {args.seq_len}, "
              f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up; {gpu}", "",
-             "| model | path | peak GPU memory | tokens/s | s/step | trainable params |",
+             "| model | route | peak GPU memory | tokens/s | s/step | trainable params |",
              "|---|---|---|---|---|---|"]
     table += ["| " + " | ".join(r) + " |" for r in rows]
     text = "\n".join(table)

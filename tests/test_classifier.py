@@ -137,6 +137,25 @@ def test_overwrite_removes_only_what_the_command_wrote(also, tmp_path):
     assert not any((out / name).exists() for name in also)
     assert {name: (out / name).read_text() for name in mine} == mine
 
+def test_finishing_a_run_writes_metrics_then_drops_only_trainer_checkpoints(tmp_path):
+    """The three commands end with ``paths.finish_run``: metrics.json (what "finished" means to a rerun), and
+    the Trainer's checkpoint-<step> folders gone; a folder of the attendee's that looks alike stays."""
+    import json
+
+    from workshop_utils.paths import METRICS_FILE, check_output_dir, finish_run
+
+    out = tmp_path / "run"
+    write(out / "checkpoint-3" / "trainer_state.json", "{}")
+    write(out / "checkpoint-6" / "optimizer.pt", "x")  # an incomplete save goes too
+    mine = write(out / "checkpoint-best" / "notes.txt", "picked by hand")
+    finish_run(out, {"after": {"accuracy": 0.8}})
+    assert json.loads((out / METRICS_FILE).read_text()) == {"after": {"accuracy": 0.8}}
+    assert not (out / "checkpoint-3").exists() and not (out / "checkpoint-6").exists()
+    assert mine.read_text() == "picked by hand"
+    with pytest.raises(Exception, match="already holds a finished run"):
+        check_output_dir(out, overwrite=False)
+
+
 
 @pytest.mark.parametrize("command", ["train-classifier", "sft"])
 def test_refuses_a_folder_the_trainer_would_delete(command, tmp_path, capsys, tmp_outputs):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from workshop_utils import classifier, sft
-from workshop_utils.routes import SFTPath
+from workshop_utils.routes import SFTRoute
 from workshop_utils.nbbuild import export_module, export_target
 from workshop_utils.profiles import make_profile
 
@@ -82,18 +82,18 @@ def test_train_classifier_options_reach_the_recipe(tmp_path):
     assert (arguments.eval_steps, arguments.save_steps, arguments.seed, arguments.data_seed) == (7, 7, 5, 5)
 
 
-@pytest.mark.parametrize("profile_name,route", [("smoke", "lora"), ("offline", "lora"), ("offline", "bnb"), ("cpu", "lora")])
-def test_workshop_sft_uses_notebook_03s_config(profile_name, route, tmp_path):
+@pytest.mark.parametrize("profile_name,route_name", [("smoke", "unquantized"), ("offline", "unquantized"), ("offline", "bnb"), ("cpu", "unquantized")])
+def test_workshop_sft_uses_notebook_03s_config(profile_name, route_name, tmp_path):
     from workshop_utils.recipes.qlora_llama3_sft import sft_training_config
 
     profile = make_profile(profile_name, "test", cuda=False, hub=profile_name == "cpu")
-    path = SFTPath(route, profile.llm_model, "test")
+    route = SFTRoute(route_name, profile.llm_model, "test")
     notebook = notebook_call(NB03, "sft_config", {
-        "sft_training_config": sft_training_config, "profile": profile, "sft_path": path, "SEED": 42,
+        "sft_training_config": sft_training_config, "profile": profile, "route": route, "SEED": 42,
         "MAX_LENGTH": profile.sft_max_length,
     })
     args = parsed(sft.add_arguments, ["--output-dir", str(tmp_path)])
-    command = sft.command_config(args, profile, path, tmp_path)
+    command = sft.command_config(args, profile, route, tmp_path)
     # the command checkpoints a third of the way through so that an interrupted run resumes; the notebook does not
     assert command.save_strategy == "steps" and command.save_steps == max(1, profile.sft_max_steps // 3)
     assert notebook.save_strategy == "no"
@@ -106,10 +106,10 @@ def test_workshop_sft_uses_notebook_03s_config(profile_name, route, tmp_path):
 
 def test_sft_options_reach_the_recipe(tmp_path):
     profile = make_profile("smoke", "test", cuda=False, hub=False)
-    path = SFTPath("lora", profile.llm_model, "test")
+    route = SFTRoute("unquantized", profile.llm_model, "test")
     argv = ["--output-dir", str(tmp_path), "--max-steps", "9", "--learning-rate", "1e-4", "--batch-size", "3",
             "--max-length", "64", "--seed", "7"]
-    config = sft.command_config(parsed(sft.add_arguments, argv), profile, path, tmp_path)
+    config = sft.command_config(parsed(sft.add_arguments, argv), profile, route, tmp_path)
     assert (config.max_steps, config.learning_rate, config.per_device_train_batch_size, config.max_length) == (9, 1e-4, 3, 64)
     assert (config.seed, config.data_seed, config.save_steps, config.warmup_steps) == (7, 7, 3, 1)
 
@@ -122,8 +122,8 @@ def test_gpu_routes_pick_their_optimizer_and_checkpointing(tmp_path):
 
     # fp16/bf16 off so that TrainingArguments' own check for a GPU does not fire on this CPU machine
     profile = dataclasses.replace(make_profile("cpu", "test", cuda=False, hub=True), device="cuda", precision="fp32")
-    unsloth = sft_training_config(profile, SFTPath("unsloth", "m", "test"), tmp_path)
-    bnb = sft_training_config(profile, SFTPath("bnb", "m", "test"), tmp_path)
+    unsloth = sft_training_config(profile, SFTRoute("unsloth", "m", "test"), tmp_path)
+    bnb = sft_training_config(profile, SFTRoute("bnb", "m", "test"), tmp_path)
     assert (unsloth.optim, unsloth.gradient_checkpointing) == ("adamw_8bit", False)  # Unsloth checkpoints itself
     assert (bnb.optim, bnb.gradient_checkpointing) == ("paged_adamw_8bit", True)
     assert bnb.gradient_checkpointing_kwargs == {"use_reentrant": False}
@@ -136,9 +136,9 @@ def test_lora_alpha_keeps_the_profiles_scale_when_r_changes():
     from workshop_utils.recipes.qlora_llama3_sft import LORA_TARGETS, add_lora, load_model
 
     profile = make_profile("smoke", "test", cuda=False, hub=False)
-    path = SFTPath("lora", str(tiny_llama_path()), "test")
-    model, _ = load_model(path, profile, 64)
-    peft_model = add_lora(model, path, profile, r=2 * profile.lora_r)
+    route = SFTRoute("unquantized", str(tiny_llama_path()), "test")
+    model, _ = load_model(route, profile, 64)
+    peft_model = add_lora(model, route, profile, r=2 * profile.lora_r)
     assert isinstance(peft_model, PeftModel)
     config = peft_model.peft_config["default"]
     assert config.r == 2 * profile.lora_r and config.lora_alpha == 2 * profile.lora_alpha

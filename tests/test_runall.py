@@ -42,7 +42,7 @@ def _fake_results(tmp_outputs):
     results = Results(tmp_outputs / "smoke" / "results.json")
     results.record("02_full_finetune_trainer", "classifier",
                    {"before": {"accuracy": 0.61, "f1": 0.70}, "after": {"accuracy": 0.83, "f1": 0.88}})
-    results.record("03_qlora_llama3_sft", "sft", {"before": {"rougeL": 0.05}, "after": {"rougeL": 0.41}, "path": "x"})
+    results.record("03_qlora_llama3_sft", "sft", {"before": {"rougeL": 0.05}, "after": {"rougeL": 0.41}, "route": "x"})
     return results
 
 

@@ -38,7 +38,8 @@ def trainer(tiny):
     from trl import SFTConfig, SFTTrainer
 
     from workshop_utils.data import load_instruction_task
-    from workshop_utils.chat import ensure_distinct_pad, to_prompt_completion
+    from workshop_utils.chat import to_prompt_completion
+    from workshop_utils.recipes.qlora_llama3_sft import ensure_distinct_pad
     from workshop_utils.recipes.qlora_llama3_sft import LORA_TARGETS
     from workshop_utils.routes import use_torch_loss_on_cpu
 
@@ -63,7 +64,7 @@ def _batch(trainer, n=4):
 
 # --------------------------------------------------------------------------- pad token
 def test_tiny_llama_pad_is_distinct_and_kept(tokenizer):
-    from workshop_utils.chat import ensure_distinct_pad
+    from workshop_utils.recipes.qlora_llama3_sft import ensure_distinct_pad
 
     action = ensure_distinct_pad(tokenizer)
     assert action.startswith("kept")
@@ -73,7 +74,7 @@ def test_tiny_llama_pad_is_distinct_and_kept(tokenizer):
 def test_pad_equal_to_eos_is_replaced_by_an_existing_token(tokenizer, tiny):
     from transformers import AutoModelForCausalLM
 
-    from workshop_utils.chat import ensure_distinct_pad
+    from workshop_utils.recipes.qlora_llama3_sft import ensure_distinct_pad
 
     model = AutoModelForCausalLM.from_pretrained(tiny)
     tokenizer.pad_token = tokenizer.eos_token  # what many hub chat models ship with
@@ -88,7 +89,7 @@ def test_missing_pad_is_added_and_embeddings_resized():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from workshop_utils.chat import ensure_distinct_pad, NEW_PAD
+    from workshop_utils.recipes.qlora_llama3_sft import NEW_PAD, ensure_distinct_pad
 
     raw = Tokenizer(models.WordLevel({"hello": 0, "world": 1, "</s>": 2}, unk_token="hello"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -127,6 +128,34 @@ def test_generation_pads_left_and_training_side_is_restored(tiny, tokenizer):
     assert mask[short, 0] == 0 and mask[short, -1] == 1  # padding on the left, text at the right end
     assert (seen["ids"][short][mask[short] == 0] == tokenizer.pad_token_id).all()
     assert tokenizer.padding_side == "right"
+
+
+def test_repetition_penalty_counts_only_the_answer(tiny, tokenizer):
+    """Greedy decoding of the random tiny model repeats tokens; a (huge) repetition penalty stops that, and it
+    is told where the prompt ends, so the words of the question stay free to use."""
+    from transformers import AutoModelForCausalLM
+
+    from workshop_utils.answers import generate_answers
+
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    seen = []
+    original = model.generate
+
+    def spy(**kwargs):
+        out = original(**kwargs)
+        seen.append((kwargs["input_ids"].shape[1], kwargs["logits_processor"], out))
+        return out
+
+    model.generate = spy
+    questions = ["Define gout.", "What does otitis media mean?"]
+    greedy = generate_answers(model, tokenizer, questions, max_new_tokens=12)
+    penalised = generate_answers(model, tokenizer, questions, max_new_tokens=12, repetition_penalty=1e4)
+    (length, none, plain), (length2, processors, out) = seen
+    assert len(none) == 0 and len(processors) == 1 and processors[0].prompt_ignore_length == length2
+    def repeats(ids):
+        return [len(row) - len(set(row)) for row in ids[:, ids.shape[1] - 12:].tolist()]
+    assert sum(repeats(plain)) > 0, "the tiny model was expected to loop under greedy decoding"
+    assert sum(repeats(out)) == 0 and [a.text for a in greedy] != [a.text for a in penalised]
 
 
 def test_training_batch_pads_right(trainer):
@@ -230,6 +259,16 @@ def test_bad_input_is_one_error_line(case, tmp_path, capsys, tmp_outputs):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("option", ["--max-steps", "--repetition-penalty"])
+def test_a_number_that_must_be_positive_is_one_error_line(option, tmp_path, capsys, tmp_outputs):
+    from workshop_utils.cli import main
+
+    code = main(["sft", option, "0", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"error: {option} must be a positive number, got 0" + ("" if option == "--max-steps" else ".0")
+    assert not (tmp_path / "out").exists()
+
+
 def test_custom_field_names_reach_the_loader(tmp_path, capsys, tmp_outputs):
     from workshop_utils.cli import main
 
@@ -296,7 +335,10 @@ def test_cli_writes_metrics_and_safetensors_adapter(resumed_run):
         assert set(metrics[side]) == {"nll", "rougeL", "eos_rate", "repetition"}
         assert 0 <= metrics[side]["rougeL"] <= 1 and 0 <= metrics[side]["eos_rate"] <= 1
         assert 0 < metrics[side]["nll"] < 20  # a random model's NLL is about ln(vocabulary) = 8
-    assert metrics["route"] == "lora" and metrics["load_in_4bit"] is False
+    assert metrics["route"] == "unquantized" and metrics["load_in_4bit"] is False
+    from workshop_utils.profiles import SMOLLM2_SMOKE
+
+    assert metrics["repetition_penalty"] == SMOLLM2_SMOKE["repetition_penalty"] > 1  # scored as notebooks 01 and 03 score
     assert metrics["tokens_per_second"] > 0 and metrics["train_seconds"] > 0 and metrics["model_parameters"] > 0
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     assert (out / "tokenizer.json").is_file()
@@ -317,7 +359,7 @@ def test_cli_trains_a_gguf_file_in_4bit_on_a_cpu(tmp_path):
     assert metrics["route"] == "bnb" and metrics["load_in_4bit"] is True and metrics["steps"] == 2
     # a pretrained chat model (a random one scores about ln 49,152 = 10.8), and NF4 rounding leaves it working
     assert metrics["before"]["nll"] < 5
-    assert "path 'bnb'" in done.stdout and "4-bit NF4" in done.stdout
+    assert "route 'bnb'" in done.stdout and "4-bit NF4" in done.stdout
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] > 0 and (out / "adapter_model.safetensors").is_file()
 
@@ -341,4 +383,4 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, accelerate_two_cpu_proces
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 4
     assert (out / "adapter_model.safetensors").is_file()
-    assert done.stdout.count("ROUGE-L") == 1 and done.stdout.count("path 'lora'") == 1  # only the main process reports
+    assert done.stdout.count("ROUGE-L") == 1 and done.stdout.count("route 'unquantized'") == 1  # only the main process reports

@@ -7,7 +7,7 @@
 #
 # * the **NLL** of the reference answers: the mean negative log-likelihood per token when the model reads
 #   the question and the reference answer (lower is better; no generation, so it is cheap and steady);
-# * greedy answers scored with **ROUGE-L** (the longest run of words shared with the reference, 0 to 1),
+# * greedy answers (with notebook 03's light repetition penalty) scored with **ROUGE-L** (the longest run of words shared with the reference, 0 to 1),
 #   the share of answers that **stop with EOS** before the length limit, and the share that **loop**.
 #
 # Without a GPU the model is SmolLM2-135M-Instruct, a real pretrained chat model of the Llama family
@@ -22,7 +22,8 @@ from workshop_utils import estimates
 from workshop_utils.data import load_instruction_task
 from workshop_utils.results import Results
 from workshop_utils.answers import answer_nll, generate_answers, score_answers
-from workshop_utils.chat import ensure_distinct_pad, SYSTEM_PROMPT
+from workshop_utils.chat import SYSTEM_PROMPT
+from workshop_utils.recipes.qlora_llama3_sft import ensure_distinct_pad  # written in notebook 03
 
 llm_data = load_instruction_task(profile)
 llm_questions = list(llm_data["test"]["instruction"])
@@ -42,7 +43,7 @@ estimates.announce(f"scoring {len(llm_questions)} reference answers and answerin
                    estimates.nll_seconds(profile, len(llm_questions)) + estimates.generation_seconds(profile, n_answered))
 llm_nll = answer_nll(llm_model, llm_tokenizer, llm_questions, llm_references, system_prompt=SYSTEM_PROMPT, desc="base model: NLL")
 llm_answers = generate_answers(llm_model, llm_tokenizer, llm_questions[:n_answered], max_new_tokens=profile.max_new_tokens,
-                               system_prompt=SYSTEM_PROMPT, desc="base model")
+                               system_prompt=SYSTEM_PROMPT, desc="base model", repetition_penalty=profile.repetition_penalty)
 llm_baseline = score_answers(llm_answers, llm_references[:n_answered], nll=llm_nll)
 Results.for_profile(profile).record("01_baseline_evaluation", "llm", llm_baseline)
 print(f"Q: {llm_questions[0]}\nreference: {llm_references[0]}\nbase model: {llm_answers[0].shown()[:300]}\n")

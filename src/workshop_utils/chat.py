@@ -12,54 +12,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 SYSTEM_PROMPT = "You are a medical assistant. Answer health questions accurately in a few plain sentences."
-# Existing tokens that can serve as padding when a tokenizer's pad token is missing or equals EOS:
-# Llama 3 reserves tokens for this; SmolLM2/Qwen-style vocabularies have <|endoftext|> or <unk>.
-PAD_CANDIDATES = (
-    "<|finetune_right_pad_id|>",
-    "<|reserved_special_token_250|>",
-    "<|reserved_special_token_0|>",
-    "<|pad|>",
-    "<pad>",
-    "<|endoftext|>",
-    "<unk>",
-)
-NEW_PAD = "<|pad|>"
 
 
 # --------------------------------------------------------------------------- tokens
-def ensure_distinct_pad(tokenizer, model=None) -> str:
-    """Give the tokenizer a pad token distinct from EOS (and tell the model). Returns what was done.
-
-    Many chat models ship with ``pad_token == eos_token`` or no pad token. Padding with EOS is harmless
-    for the loss (padding is masked) but it is fragile: collators that mask "every pad id" then also
-    mask the real EOS that ends each answer, and the model never learns to stop.
-    """
-    eos_id = tokenizer.eos_token_id
-    if tokenizer.pad_token is not None and tokenizer.pad_token_id != eos_id:
-        action = f"kept pad token {tokenizer.pad_token!r} (distinct from EOS {tokenizer.eos_token!r})"
-    else:
-        before = tokenizer.pad_token
-        vocab = tokenizer.get_vocab()
-        taken = {eos_id, tokenizer.bos_token_id}
-        if model is not None and getattr(model, "generation_config", None) is not None:
-            stops = model.generation_config.eos_token_id
-            taken |= set(stops if isinstance(stops, (list, tuple)) else [stops])
-        choice = next((c for c in (*PAD_CANDIDATES, tokenizer.unk_token) if c and c in vocab and vocab[c] not in taken), None)
-        if choice is not None:
-            tokenizer.pad_token = choice
-            action = f"pad token was {before!r}: now {choice!r}, an existing token distinct from EOS"
-        else:
-            tokenizer.add_special_tokens({"pad_token": NEW_PAD})
-            if model is not None:
-                model.resize_token_embeddings(len(tokenizer))
-            action = f"pad token was {before!r}: added {NEW_PAD!r} and resized the embeddings"
-    if model is not None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return action
-
-
 def stop_token_ids(tokenizer, model=None) -> list[int]:
     """Token ids that end a generated answer: the tokenizer's EOS plus the model's generation EOS list."""
     ids = [tokenizer.eos_token_id]

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from . import WorkshopError
-from .paths import clear_previous_run, write_json_atomic
+from .paths import clear_previous_run, finish_run
 
-METRICS_FILE = "metrics.json"
 # Test hook: exit hard right after the checkpoint of this step is written (simulates a crash/kill).
 CRASH_ENV = "WORKSHOP_CLF_CRASH_AFTER_STEP"
 
@@ -278,12 +276,10 @@ def _record(args, profile, dd, model_id, max_length, trainer, trainable, resume_
 
 
 def _finish(out: Path, record: dict) -> None:
-    """Drop the checkpoints (the final model is in ``out``), then write metrics.json: its presence means finished."""
-    from .paths import display_path, trainer_checkpoints
+    """Write metrics.json and drop the checkpoints (the final model is in ``out``), then say what the run did."""
+    from .paths import display_path
 
-    for ckpt in trainer_checkpoints(out):
-        shutil.rmtree(ckpt, ignore_errors=True)
-    write_json_atomic(out / METRICS_FILE, record)
+    finish_run(out, record)
     before, after = record["before"], record["after"]
     print(
         f"done in {record['train_seconds']:.0f} s ({record['train_samples_per_second']:.1f} samples/s, "

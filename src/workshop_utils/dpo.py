@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import DataError, WorkshopError
-from .paths import check_output_dir, clear_previous_run, write_json_atomic
+from .paths import check_output_dir, clear_previous_run, finish_run, write_json_atomic
 
 SPLITS = ("train", "test")
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -201,7 +200,7 @@ def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -
     from trl import DPOTrainer
 
     from .metrics import measure
-    from .paths import interrupt_after_checkpoint, last_checkpoint, trainer_checkpoints
+    from .paths import interrupt_after_checkpoint, last_checkpoint
     from .recipes import preference_dpo as recipe
     from .routes import use_torch_loss_on_cpu
 
@@ -246,9 +245,7 @@ def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -
         "resumed_from": resume.name if resume else None, "margins_during_training": curve, "seed": args.seed,
         "pairs": "given" if pairs_given is not None else "pairs.jsonl",
     }
-    write_json_atomic(out / "metrics.json", result)  # written last: its presence means "finished"
-    for checkpoint in trainer_checkpoints(out):  # only needed to resume; they hold pickled state
-        shutil.rmtree(checkpoint, ignore_errors=True)
+    finish_run(out, result)
     del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
+METRICS_FILE = "metrics.json"  # what a finished run of a `workshop` training command leaves in --output-dir
+
 def _looks_like_root(path: Path) -> bool:
     return (path / "pyproject.toml").is_file() and (path / "src" / "workshop_utils").is_dir()
 
@@ -110,7 +112,7 @@ def check_output_dir(out: os.PathLike | str, overwrite: bool) -> Path:
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise WorkshopError(f"{display_path(out)}: --output-dir is a file; give a folder")
-    if (out / "metrics.json").is_file() and not overwrite:
+    if (out / METRICS_FILE).is_file() and not overwrite:
         raise WorkshopError(f"{display_path(out)} already holds a finished run (metrics.json); "
                             "pass --overwrite to replace it or choose another --output-dir")
     refuse_checkpoint_lookalikes(out)
@@ -123,8 +125,23 @@ def clear_previous_run(out: os.PathLike | str, also: tuple[str, ...] = ()) -> No
     import shutil
 
     out = Path(out)
-    for stale in [*trainer_checkpoints(out), out / "metrics.json", *(out / name for name in also)]:
+    for stale in [*trainer_checkpoints(out), out / METRICS_FILE, *(out / name for name in also)]:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
+def finish_run(out: os.PathLike | str, record: dict) -> None:
+    """End a training command: write ``metrics.json`` (atomically; its presence means "finished"), then drop
+    the Trainer's checkpoints, which only an interrupted run needs and which hold pickled optimizer state.
+
+    In that order a crash between the two leaves a finished run with stale checkpoints, which ``--overwrite``
+    clears, rather than an unfinished run whose checkpoints are gone.
+    """
+    import shutil
+
+    out = Path(out)
+    write_json_atomic(out / METRICS_FILE, record)
+    for checkpoint in trainer_checkpoints(out):
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def interrupt_after_checkpoint(env_name: str) -> list:

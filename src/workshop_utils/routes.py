@@ -1,12 +1,15 @@
 """Which implementation trains a chat model on this machine, and TRL's loss on a machine without a GPU.
 
-Three routes, chosen by :func:`choose_path` from the profile:
+Three routes, chosen by :func:`choose_route` from the profile:
 
 * ``unsloth``: CUDA GPU and Unsloth importable. Unsloth's ``FastLanguageModel`` loads the model in 4-bit
   and adds LoRA adapters with its own fused kernels and gradient checkpointing (QLoRA, fastest).
 * ``bnb``: CUDA GPU without Unsloth (or ``--no-unsloth``), or 4-bit asked for on a CPU. transformers +
   bitsandbytes 4-bit NF4 + peft (QLoRA, the reference implementation).
-* ``lora``: no GPU. Plain peft LoRA on the float32 model (notebook 03 measures why not 4-bit there).
+* ``unquantized``: no GPU (or a GPU profile without 4-bit). Plain peft LoRA on the model's unquantized weights,
+  float32 on a CPU (notebook 03 measures why not 4-bit there).
+
+Every route trains LoRA adapters; they differ in how the frozen base weights are stored and who runs them.
 
 Notebook 03's ``load_model`` / ``add_lora`` (its export cells, :mod:`workshop_utils.recipes.qlora_llama3_sft`)
 do what each route means.
@@ -19,10 +22,10 @@ import importlib.util
 from dataclasses import dataclass
 
 @dataclass(frozen=True)
-class SFTPath:
+class SFTRoute:
     """Which implementation trains, on which model, and why."""
 
-    name: str  # "unsloth", "bnb" or "lora"
+    name: str  # "unsloth", "bnb" or "unquantized"
     model: str
     reason: str
 
@@ -30,9 +33,9 @@ class SFTPath:
         what = {
             "unsloth": "QLoRA through Unsloth (4-bit, Unsloth kernels)",
             "bnb": "QLoRA through transformers + bitsandbytes + peft (4-bit NF4)",
-            "lora": "LoRA through peft on the full-precision model",
+            "unquantized": "LoRA through peft on the unquantized model",
         }[self.name]
-        return f"path '{self.name}': {what}, because {self.reason}"
+        return f"route '{self.name}': {what}, because {self.reason}"
 
 
 def unsloth_available() -> bool:
@@ -40,7 +43,7 @@ def unsloth_available() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
 
-def choose_path(profile, *, use_unsloth: bool = True, model: str | None = None, load_in_4bit: bool | None = None) -> SFTPath:
+def choose_route(profile, *, use_unsloth: bool = True, model: str | None = None, load_in_4bit: bool | None = None) -> SFTRoute:
     """The SFT path for this profile. On a GPU with Unsloth this imports unsloth (it must come early).
 
     ``load_in_4bit`` overrides the profile's choice; on a CPU it selects the bitsandbytes NF4 path.
@@ -49,21 +52,21 @@ def choose_path(profile, *, use_unsloth: bool = True, model: str | None = None, 
         profile = dataclasses.replace(profile, load_in_4bit=load_in_4bit)
     if profile.device == "cuda":
         if not profile.load_in_4bit:
-            return SFTPath("lora", model or profile.llm_model_bnb, "the profile does not load the model in 4-bit")
+            return SFTRoute("unquantized", model or profile.llm_model_bnb, "the profile does not load the model in 4-bit")
         if not use_unsloth:
-            return SFTPath("bnb", model or profile.llm_model_bnb, "Unsloth was switched off (--no-unsloth)")
+            return SFTRoute("bnb", model or profile.llm_model_bnb, "Unsloth was switched off (--no-unsloth)")
         if not unsloth_available():
-            return SFTPath("bnb", model or profile.llm_model_bnb, "a CUDA GPU is here but Unsloth is not installed")
+            return SFTRoute("bnb", model or profile.llm_model_bnb, "a CUDA GPU is here but Unsloth is not installed")
         try:
             import unsloth  # noqa: F401  (patches transformers: import it before them, and only here)
         except Exception as exc:  # a broken install must not stop the workshop: fall back to the reference path
-            return SFTPath("bnb", model or profile.llm_model_bnb, f"Unsloth is installed but failed to import ({exc.__class__.__name__})")
-        return SFTPath("unsloth", model or profile.llm_model, "a CUDA GPU is here and Unsloth imports")
+            return SFTRoute("bnb", model or profile.llm_model_bnb, f"Unsloth is installed but failed to import ({exc.__class__.__name__})")
+        return SFTRoute("unsloth", model or profile.llm_model, "a CUDA GPU is here and Unsloth imports")
     if profile.load_in_4bit:
-        return SFTPath("bnb", model or profile.llm_model, "4-bit was asked for on a CPU: bitsandbytes runs NF4 on CPUs too")
+        return SFTRoute("bnb", model or profile.llm_model, "4-bit was asked for on a CPU: bitsandbytes runs NF4 on CPUs too")
     why = ("there is no CUDA GPU, and on a CPU 4-bit NF4 saves memory but not time (notebook 03 measures both), "
            "so the weights stay float32")
-    return SFTPath("lora", model or profile.llm_model, why)
+    return SFTRoute("unquantized", model or profile.llm_model, why)
 
 
 # --------------------------------------------------------------------------- TRL's loss on CPU

@@ -3,7 +3,7 @@
     workshop sft --output-dir runs/medquad
     accelerate launch --multi_gpu --num_processes 2 -m workshop_utils.cli sft --no-unsloth --output-dir ...
 
-It loads the model by the route :func:`workshop_utils.routes.choose_path` picks, with notebook 03's own
+It loads the model by the route :func:`workshop_utils.routes.choose_route` picks, with notebook 03's own
 recipe (:mod:`workshop_utils.recipes.qlora_llama3_sft`: ``load_model``, ``add_lora``,
 ``sft_training_config``), scores the base model on the held-out questions, fine-tunes, scores again, and
 writes the adapter, the tokenizer and ``metrics.json``. Data parallel runs work on GPUs and on CPU
@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from . import DataError, WorkshopError
 from .answers import answer_nll, generate_answers, parameter_counts, score_answers
-from .chat import SYSTEM_PROMPT, ensure_distinct_pad, to_prompt_completion, truncation_report
-from .paths import clear_previous_run, write_json_atomic
-from .routes import SFTPath, choose_path, use_torch_loss_on_cpu
+from .chat import SYSTEM_PROMPT, to_prompt_completion, truncation_report
+from .paths import METRICS_FILE, clear_previous_run, finish_run, write_json_atomic
+from .routes import SFTRoute, choose_route, use_torch_loss_on_cpu
 
 SEED = 42
 INTERRUPT_ENV = "WORKSHOP_SFT_INTERRUPT_AT_STEP"  # tests: stop after saving this step, as a crash would
@@ -36,7 +35,7 @@ INTERRUPT_ENV = "WORKSHOP_SFT_INTERRUPT_AT_STEP"  # tests: stop after saving thi
 
 # --------------------------------------------------------------------------- the `workshop sft` command
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", help="hub id, local folder or .gguf file (default: the profile's LLM for the chosen path)")
+    parser.add_argument("--model", help="hub id, local folder or .gguf file (default: the profile's LLM for the chosen route)")
     parser.add_argument("--data", help="folder with train/test files, one jsonl/csv/tsv file (split here), or a hub id "
                                        "(default: the profile's instruction set)")
     parser.add_argument("--output-dir", required=True, help="where the adapter, tokenizer and metrics.json go")
@@ -48,6 +47,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--learning-rate", type=float, help="default: the profile's")
     parser.add_argument("--batch-size", type=int, help="per-device batch size (default: the profile's)")
     parser.add_argument("--max-new-tokens", type=int, help="generation budget when scoring (default: the profile's)")
+    parser.add_argument("--repetition-penalty", type=float, help="when scoring, divide the logits of tokens the answer already "
+                        "holds by this (1.0 = plain greedy; default: the profile's)")
     parser.add_argument("--eval-rows", type=int, help="held-out questions whose reference answers' NLL is measured (default: the profile's)")
     parser.add_argument("--generate-rows", type=int, help="of those, how many the model answers for ROUGE-L and the stop rate (default: the profile's)")
     parser.add_argument("--load-in-4bit", action=argparse.BooleanOptionalAction, default=None,
@@ -63,7 +64,7 @@ def _is_path_like(value: str) -> bool:
     return value.startswith((".", "/", "~")) or Path(value).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv")
 
 
-def _positive(name: str, value: int | None) -> None:
+def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise WorkshopError(f"--{name} must be a positive number, got {value}")
 
@@ -74,7 +75,8 @@ def run(args) -> int:
     from .profiles import active_profile
 
     profile = active_profile()
-    for name in ("max_steps", "max_length", "lora_r", "batch_size", "max_new_tokens", "eval_rows", "generate_rows", "train_rows"):
+    for name in ("max_steps", "max_length", "lora_r", "batch_size", "max_new_tokens", "eval_rows", "generate_rows", "train_rows",
+                 "repetition_penalty"):
         _positive(name.replace("_", "-"), getattr(args, name))
     out = check_output_dir(args.output_dir, args.overwrite)
 
@@ -99,10 +101,10 @@ def run(args) -> int:
         clear_previous_run(out, also=("before.json",))
     state.wait_for_everyone()
     out.mkdir(parents=True, exist_ok=True)
-    path = choose_path(profile, use_unsloth=not args.no_unsloth, model=resolve_model(args.model), load_in_4bit=args.load_in_4bit)
+    route = choose_route(profile, use_unsloth=not args.no_unsloth, model=resolve_model(args.model), load_in_4bit=args.load_in_4bit)
     if state.is_main_process:
-        print(path.describe())
-    result = train_and_score(profile, path, dd, out, args, state)
+        print(route.describe())
+    result = train_and_score(profile, route, dd, out, args, state)
     if state.is_main_process:
         b, a = result["before"], result["after"]
         print(f"held-out NLL {b['nll']:.3f} -> {a['nll']:.3f}; ROUGE-L {b['rougeL']:.3f} -> {a['rougeL']:.3f}; "
@@ -112,27 +114,27 @@ def run(args) -> int:
     return 0
 
 
-def load_for_path(path: SFTPath, profile, *, max_length: int, lora_r: int | None = None, seed: int = SEED):
-    """(peft model, tokenizer) for the chosen path, through notebook 03's recipe: load, fix the pad token, add LoRA."""
+def load_for_route(route: SFTRoute, profile, *, max_length: int, lora_r: int | None = None, seed: int = SEED):
+    """(peft model, tokenizer) for the chosen route, through notebook 03's recipe: load, fix the pad token, add LoRA."""
     from .recipes import qlora_llama3_sft as recipe
 
     try:
-        model, tokenizer = recipe.load_model(path, profile, max_length)
+        model, tokenizer = recipe.load_model(route, profile, max_length)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise WorkshopError(f"{path.model}: could not load the model ({first[:200]}); check --model (a hub id, a local folder or a .gguf file)") from None
-    ensure_distinct_pad(tokenizer, model)
+        raise WorkshopError(f"{route.model}: could not load the model ({first[:200]}); check --model (a hub id, a local folder or a .gguf file)") from None
+    recipe.ensure_distinct_pad(tokenizer, model)
     tokenizer.padding_side = "right"  # training pads on the right; generate_answers switches to left
-    return recipe.add_lora(model, path, profile, r=lora_r, seed=seed), tokenizer
+    return recipe.add_lora(model, route, profile, r=lora_r, seed=seed), tokenizer
 
 
-def command_config(args, profile, path: SFTPath, out: Path):
+def command_config(args, profile, route: SFTRoute, out: Path):
     """Notebook 03's ``SFTConfig`` recipe with the command line's choices, checkpointing three times to be resumable."""
     from .recipes.qlora_llama3_sft import sft_training_config
 
     steps = args.max_steps or profile.sft_max_steps
     return sft_training_config(
-        profile, path, out, max_steps=steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        profile, route, out, max_steps=steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         max_length=args.max_length, seed=args.seed, save_steps=max(1, steps // 3),
     )
 
@@ -167,19 +169,21 @@ def resolve_model(model: str | None) -> str | None:
 
 def held_out_scorer(tokenizer, dd, args, profile):
     """(a function scoring a model on the held-out questions, the settings it scores with): the NLL of every
-    reference answer, and greedy answers to the first N questions."""
+    reference answer, and greedy answers (with the profile's repetition penalty) to the first N questions."""
     questions, references = list(dd["test"]["instruction"]), list(dd["test"]["response"])
     n_generate = min(len(questions), args.generate_rows or profile.llm_generate_rows or len(questions))
     max_new = args.max_new_tokens or profile.max_new_tokens
+    penalty = args.repetition_penalty or profile.repetition_penalty
     system_prompt = args.system_prompt or None
 
     def scores(model, which: str) -> dict[str, float]:
         nll = answer_nll(model, tokenizer, questions, references, system_prompt=system_prompt, desc=f"{which}: NLL")
         answers = generate_answers(model, tokenizer, questions[:n_generate], max_new_tokens=max_new,
-                                   system_prompt=system_prompt, desc=which)
+                                   system_prompt=system_prompt, desc=which, repetition_penalty=penalty)
         return score_answers(answers, references[:n_generate], nll=nll)
 
-    return scores, {"eval_rows": len(questions), "generated_answers": n_generate, "max_new_tokens": max_new}
+    return scores, {"eval_rows": len(questions), "generated_answers": n_generate, "max_new_tokens": max_new,
+                    "repetition_penalty": penalty}
 
 
 def score_base_once(state, out: Path, scores, model) -> dict[str, float]:
@@ -219,17 +223,16 @@ def timed_train(trainer, out: Path, state, device: str) -> dict[str, Any]:
             "resumed_from": resume.name if resume else None}
 
 
-def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[str, Any]:
+def train_and_score(profile, route: SFTRoute, dd, out: Path, args, state) -> dict[str, Any]:
     import torch
     from transformers import set_seed
     from trl import SFTTrainer
 
-    from .paths import trainer_checkpoints
 
     use_torch_loss_on_cpu()
     set_seed(args.seed)
-    config = command_config(args, profile, path, out)
-    model, tokenizer = load_for_path(path, profile, max_length=config.max_length, lora_r=args.lora_r, seed=args.seed)
+    config = command_config(args, profile, route, out)
+    model, tokenizer = load_for_route(route, profile, max_length=config.max_length, lora_r=args.lora_r, seed=args.seed)
     if profile.device == "cpu":
         small_model_threads(model)
     scores, score_settings = held_out_scorer(tokenizer, dd, args, profile)
@@ -249,18 +252,16 @@ def train_and_score(profile, path: SFTPath, dd, out: Path, args, state) -> dict[
         tokenizer.save_pretrained(str(out))
         result = {
             "before": before, "after": after,
-            "model": path.model if not Path(path.model).exists() else Path(path.model).name,
-            "model_parameters": total, "load_in_4bit": path.name in ("unsloth", "bnb"), **cost,
-            "trainable_params": trainable, "route": path.name, "steps": int(trainer.state.global_step),
+            "model": route.model if not Path(route.model).exists() else Path(route.model).name,
+            "model_parameters": total, "load_in_4bit": route.name in ("unsloth", "bnb"), **cost,
+            "trainable_params": trainable, "route": route.name, "steps": int(trainer.state.global_step),
             "processes": state.num_processes, "max_length": config.max_length, "truncated_share": trunc["share"],
             "lora_r": args.lora_r or profile.lora_r, "train_rows": len(dd["train"]), **score_settings, "seed": args.seed,
         }
-        write_json_atomic(out / "metrics.json", result)  # written last: its presence means "finished"
-        for checkpoint in trainer_checkpoints(out):  # only needed to resume; they hold pickled state
-            shutil.rmtree(checkpoint, ignore_errors=True)
+        finish_run(out, result)
     state.wait_for_everyone()
     if not result:
-        result = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        result = json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
     del trainer, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -12,7 +12,7 @@ from peft import PeftConfig, PeftModel
 from transformers import AutoTokenizer
 
 from workshop_utils.recipes.qlora_llama3_sft import load_model
-from workshop_utils.routes import SFTPath
+from workshop_utils.routes import SFTRoute
 
 
 def load_sft_model(profile, adapter_dir):
@@ -20,7 +20,7 @@ def load_sft_model(profile, adapter_dir):
     base_id = PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path  # the adapter records its base
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # saved by 03, pad token already distinct from EOS
     # loaded as notebook 03 loads it: 4-bit NF4 on a GPU (QLoRA), float32 on a CPU (03 measured why)
-    route = SFTPath("bnb" if profile.device == "cuda" else "lora", base_id, "the base of notebook 03's adapter")
+    route = SFTRoute("bnb" if profile.device == "cuda" else "unquantized", base_id, "the base of notebook 03's adapter")
     base, _ = load_model(route, profile, profile.sft_max_length)
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # 03 had to add a pad token
         base.resize_token_embeddings(len(tokenizer))

@@ -21,15 +21,15 @@ def nf4_compute_dtype(profile):
     return torch.bfloat16 if profile.device == "cuda" or cpu_bf16_native() else torch.float32
 
 
-def load_model(sft_path, profile, max_length):
-    """(model, tokenizer) for the path: Unsloth 4-bit, transformers + bitsandbytes 4-bit, or full precision."""
-    if sft_path.name == "unsloth":
+def load_model(route, profile, max_length):
+    """(model, tokenizer) for the route: Unsloth 4-bit, transformers + bitsandbytes 4-bit, or unquantized."""
+    if route.name == "unsloth":
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.from_pretrained(  # dtype=None: bf16 where the GPU has it
-            sft_path.model, max_seq_length=max_length, load_in_4bit=True, dtype=None)
-    tokenizer = AutoTokenizer.from_pretrained(sft_path.model)
-    if sft_path.name == "bnb":
+            route.model, max_seq_length=max_length, load_in_4bit=True, dtype=None)
+    tokenizer = AutoTokenizer.from_pretrained(route.model)
+    if route.name == "bnb":
         from accelerate import PartialState
         from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
@@ -45,14 +45,45 @@ def load_model(sft_path, profile, max_length):
         # one whole copy per process: this process's GPU, or the CPU
         device_map = {"": PartialState().local_process_index if on_gpu else "cpu"}
         model = AutoModelForCausalLM.from_pretrained(
-            sft_path.model, quantization_config=bnb_config, dtype=compute_dtype, device_map=device_map)
+            route.model, quantization_config=bnb_config, dtype=compute_dtype, device_map=device_map)
         # casts norms to fp32 and lets gradients reach the adapters through the frozen 4-bit layers;
         # gradient checkpointing only where memory is short (a GPU)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu)
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            sft_path.model, dtype=torch.float32 if profile.device == "cpu" else "auto")
+            route.model, dtype=torch.float32 if profile.device == "cpu" else "auto")
     return model, tokenizer
+
+
+# tokens a vocabulary may already have that can pad: Llama 3 reserves some; SmolLM2 has <|endoftext|>
+PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|reserved_special_token_250|>", "<|reserved_special_token_0|>",
+                  "<|pad|>", "<pad>", "<|endoftext|>", "<unk>")
+NEW_PAD = "<|pad|>"
+
+
+def ensure_distinct_pad(tokenizer, model=None):
+    """Give the tokenizer a pad token that is not EOS and tell the model. Returns what it did, in words."""
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        action = f"kept pad token {tokenizer.pad_token!r} (distinct from EOS {tokenizer.eos_token!r})"
+    else:
+        before, vocab = tokenizer.pad_token, tokenizer.get_vocab()
+        taken = {tokenizer.eos_token_id, tokenizer.bos_token_id}  # and whatever the model stops on
+        stops = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        taken |= set(stops if isinstance(stops, (list, tuple)) else [stops])
+        choice = next((t for t in (*PAD_CANDIDATES, tokenizer.unk_token) if t in vocab and vocab[t] not in taken), None)
+        if choice is not None:
+            tokenizer.pad_token = choice
+            action = f"pad token was {before!r}: now {choice!r}, an existing token distinct from EOS"
+        else:  # no spare token: add one, and give the model a row of embeddings for it
+            tokenizer.add_special_tokens({"pad_token": NEW_PAD})
+            if model is not None:
+                model.resize_token_embeddings(len(tokenizer))
+            action = f"pad token was {before!r}: added {NEW_PAD!r} and resized the embeddings"
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return action
 
 
 from peft import LoraConfig, get_peft_model
@@ -60,11 +91,11 @@ from peft import LoraConfig, get_peft_model
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def add_lora(model, sft_path, profile, *, r=None, seed=42):
+def add_lora(model, route, profile, *, r=None, seed=42):
     """LoRA adapters on every linear layer of the Llama blocks; alpha keeps the profile's alpha/r scale."""
     r = r or profile.lora_r
     lora_alpha = profile.lora_alpha * r // profile.lora_r
-    if sft_path.name == "unsloth":
+    if route.name == "unsloth":
         from unsloth import FastLanguageModel
 
         return FastLanguageModel.get_peft_model(
@@ -89,13 +120,13 @@ def add_lora(model, sft_path, profile, *, r=None, seed=42):
 from trl import SFTConfig
 
 
-def sft_training_config(profile, sft_path, output_dir, *, max_steps=None, batch_size=None, learning_rate=None,
+def sft_training_config(profile, route, output_dir, *, max_steps=None, batch_size=None, learning_rate=None,
                         max_length=None, seed=42, save_steps=None):
     """The SFT recipe; anything not given comes from the run profile. ``save_steps`` makes it resumable."""
     steps = max_steps or profile.sft_max_steps
     on_gpu = profile.device == "cuda"
-    checkpointing = on_gpu and sft_path.name == "bnb"  # Unsloth brings its own; a CPU has memory to spare
-    if sft_path.name == "unsloth":
+    checkpointing = on_gpu and route.name == "bnb"  # Unsloth brings its own; a CPU has memory to spare
+    if route.name == "unsloth":
         optim = "adamw_8bit"  # 8-bit optimizer state: a quarter of AdamW's memory
     elif checkpointing:
         optim = "paged_adamw_8bit"  # and paged: spills to CPU memory instead of running out (QLoRA paper)
