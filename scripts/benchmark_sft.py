@@ -316,6 +316,7 @@ def main(argv=None) -> int:
         unknown = set(args.recipes.split(",")) - set(recipes)
         if unknown:
             parser.error(f"--recipes: unknown {sorted(unknown)}; choose from {sorted(recipes)}")
+        penalty = offline_recipe()[0].repetition_penalty  # the workshop's scoring (01, 03, `workshop sft`)
         for name in args.recipes.split(","):
             load, build = recipes[name]
             set_seed(0)
@@ -323,7 +324,6 @@ def main(argv=None) -> int:
             trainer = build(model, tok, rows, steps=args.steps, batch=args.batch, max_length=args.max_length,
                             lr=args.lr, out=Path(f"/tmp/benchmark-sft-{name}"))
             cost = timed_train(trainer)
-            penalty = offline_recipe()[0].repetition_penalty  # the workshop's scoring (01, 03, `workshop sft`)
             scores = held_out(trainer.model, tok, test, generate=args.generate, max_new_tokens=args.max_new_tokens,
                               repetition_penalty=penalty)
             greedy = held_out(trainer.model, tok, test, generate=args.generate, max_new_tokens=args.max_new_tokens, nll=False)

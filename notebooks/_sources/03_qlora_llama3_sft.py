@@ -319,7 +319,8 @@ print(f"max_length {MAX_LENGTH}: {report['truncated']} of {report['examples']} e
 # * `do_sample=False`: **greedy** decoding, the same answer every run, so before and after compare fairly;
 # * `eos_token_id`: the end-of-turn token(s) that stop an answer, and `pad_token_id` for the rows that
 #   finished first;
-# * a light **repetition penalty** (`profile.repetition_penalty`, 1.1 here): a 135M model decoding greedily
+# * a light **repetition penalty** (`profile.repetition_penalty`: 1.1 without a GPU, 1.0 = none on the GPU
+#   profile, where it was not measured): a 135M model decoding greedily
 #   easily falls into a loop ("the pain is usually worse when you cough. The pain is usually worse...") and
 #   never reaches its end-of-turn token. `RepetitionPenaltyLogitsProcessor` divides the scores of tokens the
 #   answer already holds; `prompt_ignore_length` leaves the prompt's tokens out, so the answer may still
