@@ -23,10 +23,23 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 workshop: setup
 	$(BIN)/workshop lab
 
-# unit tests and every notebook alone (tests/test_rerun.py), then the series in order (nbval) over what
-# those runs made: each notebook runs twice, and the second run must record the same numbers
+# Two sessions, both always run; `make test` fails when either fails.
+# 1. the unit tests, in two processes with one thread each (pytest-xdist; a test file stays in one process,
+#    so its module fixtures are built once): most of them start subprocesses or train tiny models, which
+#    leave a core idle in one process;
+# 2. every notebook alone (tests/test_rerun.py), then the series in order (nbval) over what those runs made,
+#    then the browser test: one process owning both cores. Each notebook runs twice, and the second run
+#    must record the same numbers.
+SERIES_TESTS := tests/test_rerun.py tests/test_workshop_in_browser.py
 test: setup
-	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests notebooks --nbval-lax --timeout=900 --durations=15
+	@status=0; \
+	echo "== make test 1/2: unit tests (2 processes) =="; \
+	OMP_NUM_THREADS=1 WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q tests $(SERIES_TESTS:%=--ignore=%) \
+	  -n 2 --dist loadfile --timeout=900 --durations=10 || status=1; \
+	echo "== make test 2/2: the notebooks, alone then as a series (nbval), and in the browser =="; \
+	WORKSHOP_PROFILE=smoke $(BIN)/python -m pytest -q $(SERIES_TESTS) notebooks --nbval-lax --timeout=900 \
+	  --durations=15 || status=1; \
+	exit $$status
 
 # only the rerun/restart checks (without nbval, tests/test_rerun.py runs the series itself)
 test-rerun: setup

@@ -142,3 +142,24 @@ def test_a_file_that_is_not_gguf_is_one_clear_error(tmp_path):
     with pytest.raises(assets.MissingArtifactError) as err:
         assets.convert_gguf(bad, tmp_path / "out")
     assert "could not read this GGUF file" in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_a_conversion_already_under_way_is_waited_for_not_repeated(tmp_path):
+    """Two kernels starting at once: the second waits for the first one's folder instead of building over it."""
+    import threading
+
+    from filelock import FileLock
+
+    target = tmp_path / "smollm2"
+    finished: list = []
+    with FileLock(str(target.with_name(target.name + ".lock"))):  # another process is converting
+        waiter = threading.Thread(target=lambda: finished.append(assets.convert_gguf(assets.smollm2_gguf(), target)))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not finished, "convert_gguf did not wait for the conversion under way"
+        target.mkdir()  # what the other process leaves when it is done
+        (target / "model.safetensors").write_bytes(b"made by the other process")
+        (target / "tokenizer.json").write_text("{}")
+    waiter.join(timeout=60)
+    assert finished == [target]
+    assert (target / "model.safetensors").read_bytes() == b"made by the other process", "converted a second time"

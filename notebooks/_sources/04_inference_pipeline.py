@@ -197,7 +197,7 @@ def generate(questions, batch_size=8):
 
 # %%
 held_out = load_instruction_task(profile)["test"]
-n_eval = min(len(held_out), 16)
+n_eval = min(len(held_out), 16, profile.llm_generate_rows or 16)  # at most 16: enough to see the difference
 questions = held_out[:n_eval]["instruction"]
 references = held_out[:n_eval]["response"]
 estimates.announce(f"generating {2 * n_eval} answers (base and fine-tuned)", estimates.generation_seconds(profile, 2 * n_eval))
@@ -345,20 +345,23 @@ print(benchmark.round(1).to_string(index=False))
 
 # %% [markdown]
 # **2 (medium) · Greedy or sampled?** Answer two held-out questions with sampling (`do_sample=True`,
-# `temperature=0.7`, `top_p=0.9`) three times each, with `transformers.set_seed` before each run. Which
-# answers change between runs, and when would you prefer sampling to greedy decoding?
+# `temperature=0.7`, `top_p=0.9`), three answers to each from one call (`num_return_sequences=3`, both
+# questions in one batch), after `transformers.set_seed(0)`. Which parts of the answers change? Run the
+# cell again: what does the seed fix? When would you prefer sampling to greedy decoding?
 
 # %% tags=["solution"]
-for question in questions[:2]:
-    for run in range(3):
-        transformers.set_seed(run)
-        sampled = generator([{"role": "user", "content": question}], do_sample=True, temperature=0.7, top_p=0.9,
-                            max_new_tokens=min(24, profile.max_new_tokens), return_full_text=False)
-        print(f"seed {run} | {question[:40]} -> {sampled[0]['generated_text'][:80]!r}")
+transformers.set_seed(0)
+sampled = generator([[{"role": "user", "content": q}] for q in questions[:2]], batch_size=2,
+                    do_sample=True, temperature=0.7, top_p=0.9, num_return_sequences=3,
+                    max_new_tokens=min(24, profile.max_new_tokens), return_full_text=False)
+for question, samples in zip(questions[:2], sampled):
+    for n, sample in enumerate(samples):
+        print(f"sample {n} | {question[:40]} -> {sample['generated_text'][:80]!r}")
 transformers.set_seed(SEED)
 # Greedy gives the same answer every time: right for evaluation and tests. Sampling varies the wording
-# (more with a higher temperature): useful for creative text or for drawing several candidates, but a
-# test comparing exact answers would then need a fixed seed.
+# (more with a higher temperature): useful for creative text or for drawing several candidates. The seed
+# fixes the draws: the same seed before the same call gives the same three answers again, which is what a
+# test comparing sampled answers would need.
 
 # %% [markdown]
 # **3 (hard) · Serve the LoRA classifier.** Notebook 02 also saved a LoRA *adapter* for the classifier

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -142,14 +143,35 @@ def convert_gguf(gguf: Path | str, path: Path | str | None = None) -> Path:
     The tokenizer keeps what the model ships with, ``pad_token == eos_token`` included: notebook 03 shows
     why and fixes that itself. Two transformers 5.17 quirks are corrected here (see the constants above).
     """
-    from .paths import display_path
-
     gguf = Path(gguf).expanduser()
     if not gguf.is_file():
         raise MissingArtifactError(f"{gguf}: GGUF file not found; check the path")
     path = Path(path) if path is not None else gguf_folder(gguf)
-    if (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file():
-        return path
+    if not _converted(path):
+        # two kernels (or two test workers) may ask at once: one converts, the other waits and reuses its folder
+        with _building(path):
+            if not _converted(path):
+                _convert(gguf, path)
+    return path
+
+
+def _converted(path: Path) -> bool:
+    return (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
+
+
+@contextlib.contextmanager
+def _building(path: Path):
+    """Hold an inter-process lock beside ``path`` while it is built."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(path.name + ".lock"))):
+        yield
+
+
+def _convert(gguf: Path, path: Path) -> None:
+    from .paths import display_path
+
     try:
         import gguf as _gguf  # noqa: F401  (transformers reads GGUF files through this package)
     except ImportError:
@@ -180,7 +202,6 @@ def convert_gguf(gguf: Path | str, path: Path | str | None = None) -> Path:
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)
-    return path
 
 
 def tiny_llama_path(create: bool = True) -> Path:
@@ -189,7 +210,8 @@ def tiny_llama_path(create: bool = True) -> Path:
 
     path = cache_dir() / f"tiny-llama-{TINY_LLAMA_VERSION}-{corpus_digest()}"
     if create and not (path / "config.json").is_file():
-        build_tiny_llama(path)
+        with _building(path):
+            build_tiny_llama(path)  # a no-op when another process finished it meanwhile
     return path
 
 
