@@ -176,7 +176,7 @@ eos_ids = chat_model.generation_config.eos_token_id
 eos_texts = set(tokenizer.convert_ids_to_tokens(eos_ids if isinstance(eos_ids, list) else [eos_ids]))
 
 
-def generate(questions, batch_size=8):
+def generate(questions, batch_size=16):
     """(clean answer, stopped by itself?) for each question, greedy, batched, with 03's system prompt."""
     chats = [[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": q}] for q in questions]
     outputs = generator(chats, batch_size=batch_size, **generation_settings)

@@ -56,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         print(fix_torchvision())
         print(install_defaults())
     failed = 0
-    for name, code in CHECKS.items():
-        ok, tail = _runs(code)
+    # each check in a fresh interpreter, all at once (imports are mostly single-threaded: this uses every core)
+    running = {name: subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True) for name, code in CHECKS.items()}
+    for name, proc in running.items():
+        _, err = proc.communicate()
+        ok, tail = proc.returncode == 0, (err.strip().splitlines() or [""])[-1]
         print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": {tail}"))
         failed += not ok
     if failed:
