@@ -309,7 +309,10 @@ print("example:", ask(questions[-1]))
 # ## Self-check
 # Three things must hold: the pipeline reproduces notebook 02's validation accuracy, the merged model
 # answers exactly like base + adapter (checked above), and fine-tuning changed the chat model's behaviour
-# in the right direction: more answers that end by themselves, or more overlap with the references.
+# in the right direction: more answers that end by themselves, or more overlap with the references. The
+# `smoke` profile (CI) trains only ten steps, and a dozen greedy answers then move by chance (one answer
+# more or less that stops, a few points of ROUGE-L either way), so there the fine-tuned model only has
+# to stop as often as the base model and keep its ROUGE-L within 0.05: the same rule as notebook 03's.
 
 # %%
 results.record("04_inference_pipeline", "classifier_pipeline", {**pipeline_scores, "rows": len(val_inputs)})
@@ -321,8 +324,12 @@ assert abs(pipeline_scores["accuracy"] - recorded["accuracy"]) <= 0.02, (
     f"pipeline accuracy {pipeline_scores['accuracy']:.3f} differs from notebook 02's {recorded['accuracy']:.3f}: "
     "check that the pipeline loads the same tokenizer and labels")
 base, tuned = llm_scores["base"], llm_scores["fine-tuned"]
-assert tuned["eos_rate"] > base["eos_rate"] or tuned["rougeL"] > base["rougeL"], (
-    "the fine-tuned chat model neither stops more often nor matches the references better than the base model")
+if profile.name == "smoke":
+    assert tuned["eos_rate"] >= base["eos_rate"] and tuned["rougeL"] > base["rougeL"] - 0.05, (
+        "after a few steps the fine-tuned chat model stops less often or its ROUGE-L collapsed: is generation broken?")
+else:
+    assert tuned["eos_rate"] > base["eos_rate"] or tuned["rougeL"] > base["rougeL"], (
+        "the fine-tuned chat model neither stops more often nor matches the references better than the base model")
 print(f"✅ the pipeline scores {pipeline_scores['accuracy']:.3f} accuracy (notebook 02: {recorded['accuracy']:.3f}); "
       f"fine-tuning took the EOS rate from {base['eos_rate']:.2f} to {tuned['eos_rate']:.2f} and ROUGE-L from "
       f"{base['rougeL']:.3f} to {tuned['rougeL']:.3f}; the merged model answers exactly like the adapter.")
