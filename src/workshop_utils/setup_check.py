@@ -22,10 +22,13 @@ CHECKS = {
 }
 
 
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[-1]
+
+
 def _runs(code: str) -> tuple[bool, str]:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    tail = (proc.stderr.strip().splitlines() or [""])[-1]
-    return proc.returncode == 0, tail
+    return proc.returncode == 0, _last_line(proc.stderr)
 
 
 def cuda_available() -> bool:
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                                       stderr=subprocess.PIPE, text=True) for name, code in CHECKS.items()}
     for name, proc in running.items():
         _, err = proc.communicate()
-        ok, tail = proc.returncode == 0, (err.strip().splitlines() or [""])[-1]
+        ok, tail = proc.returncode == 0, _last_line(err)
         print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": {tail}"))
         failed += not ok
     if failed:
