@@ -12,9 +12,10 @@ QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt 2>&1 | { $(QUIET_PIP); }
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt 2>&1 \
+	  | { $(QUIET_PIP); }
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt 2>&1 | { $(QUIET_PIP); }
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | { $(QUIET_PIP); }
 	$(BIN)/python -m workshop_utils.setup_check --fix

@@ -171,15 +171,13 @@ def bare_loop(model, tokenizer, rows, *, steps: int, batch: int, max_length: int
 
 def held_out(model, tokenizer, test_rows, *, generate: int, max_new_tokens: int, repetition_penalty: float = 1.0,
              nll: bool = True) -> dict[str, float]:
-    from workshop_utils.answers import answer_nll, generate_answers, score_answers
-    from workshop_utils.chat import SYSTEM_PROMPT
+    from workshop_utils.answers import score_chat_model
 
     questions = [r["instruction"] for r in test_rows]
     references = [r["response"] for r in test_rows]
-    nll = answer_nll(model, tokenizer, questions, references, system_prompt=SYSTEM_PROMPT, desc="NLL") if nll else None
-    answers = generate_answers(model, tokenizer, questions[:generate], max_new_tokens=max_new_tokens,
-                               system_prompt=SYSTEM_PROMPT, desc="answers", repetition_penalty=repetition_penalty)
-    scores = score_answers(answers, references[:generate], nll=nll)
+    scores = score_chat_model(model, tokenizer, questions, references, max_new_tokens=max_new_tokens, answered=generate,
+                              repetition_penalty=repetition_penalty, nll=nll, desc="held-out")
+    answers = scores.pop("answers")
     # what an answer that did not stop looks like (a loop, a list, a long answer): kept for reading, not scored
     scores["not_stopped"] = [{"question": q, "answer": a.text[:400]} for q, a in zip(questions, answers) if not a.stopped]
     return scores

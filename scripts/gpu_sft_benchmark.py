@@ -6,9 +6,10 @@
 What it does, on a machine with a CUDA GPU and no network:
 
 1. builds a randomly initialised Llama with the *shapes* of Llama 3 8B (hidden 4096, 32 layers, 32 heads,
-   8 key/value heads, MLP 14336, vocabulary 128256) and, optionally, Llama 3.2 1B, plus a tokenizer with
-   Llama 3's special tokens, and saves them (bf16 safetensors) under ``--cache``. Random weights cost
-   nothing to download and have the same memory and compute profile as the real ones;
+   8 key/value heads, MLP 14336, vocabulary 128256) and, optionally, Llama 3.2 1B, plus a tokenizer of the
+   same 128,256 entries with Llama 3's special-token ids (:func:`build_llama3_tokenizer`), and saves them
+   (bf16 safetensors) under ``--cache``. Random weights cost nothing to download and have the same memory
+   and compute profile as the real ones. scripts/gpu_rehearsal.py builds its model with the same functions;
 2. runs the same SFT step (LoRA r=16 on every linear layer of a 4-bit NF4 model, sequence length 2048,
    batch 2, TRL ``SFTTrainer``) on the **Unsloth** route and on the **transformers + bitsandbytes + peft**
    route, each in a fresh Python process (importing unsloth patches transformers for the whole process);
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,13 +32,98 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+# https://huggingface.co/meta-llama/Meta-Llama-3-8B/blob/main/config.json
+LLAMA3_8B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                 intermediate_size=14336, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
+                 rms_norm_eps=1e-5, tie_word_embeddings=False)
+BOS_ID, END_OF_TEXT_ID, EOT_ID = 128000, 128001, 128009  # Llama 3's ids
+
+
+# --------------------------------------------------------------------------- the random model (gpu_rehearsal too)
+def llama3_special_tokens() -> list[str]:
+    """Llama 3's 256 special tokens in id order (128000-128255)."""
+    named = {128000: "<|begin_of_text|>", 128001: "<|end_of_text|>", 128006: "<|start_header_id|>",
+             128007: "<|end_header_id|>", 128009: "<|eot_id|>"}
+    reserved = iter(range(256))
+    return [named.get(i) or f"<|reserved_special_token_{next(reserved)}|>" for i in range(128000, 128256)]
+
+
+def build_llama3_tokenizer(vocab_size: int = LLAMA3_8B["vocab_size"]):
+    """The workshop's small byte-level BPE, padded to Llama 3's vocabulary with Llama 3's special-token ids."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from workshop_utils.assets import BOS, EOT, LLAMA3_CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
+
+    small = json.loads(build_tokenizer().backend_tokenizer.to_str())["model"]
+    learned = [t for t, _ in sorted(small["vocab"].items(), key=lambda kv: kv[1]) if t not in SPECIAL_TOKENS]
+    specials = llama3_special_tokens()
+    vocab = {t: i for i, t in enumerate(learned)}
+    for i in range(len(learned), vocab_size - len(specials)):
+        vocab[f"[w{i}]"] = i  # never made by a merge; byte-level characters, so it decodes to "[w12345]"
+    if len(vocab) != vocab_size - len(specials):
+        raise RuntimeError("filler tokens collided with learned ones")
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in small["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOT, padding_side="right",
+                                   model_max_length=LLAMA3_8B["max_position_embeddings"])
+    fast.chat_template = LLAMA3_CHAT_TEMPLATE  # no pad token, as Meta ships it: notebook 03's fix picks one
+    return fast
+
+
+def llama3_shape(layers: int | None = None, hidden: int | None = None) -> dict:
+    """Llama 3 8B's shapes, with ``layers`` and ``hidden`` (heads, MLP scaled along) when given."""
+    shape = dict(LLAMA3_8B)
+    if layers:
+        shape["num_hidden_layers"] = layers
+    if hidden:
+        heads = max(2, hidden // 128)
+        shape.update(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=max(1, heads // 4),
+                     intermediate_size=-(-hidden * 7 // 128) * 64)  # 3.5x, a multiple of 4-bit blocks (64)
+    return shape
+
+
+def build_random_llama(folder: Path, *, shape: dict, device: str = "cuda", seed: int = 0) -> dict:
+    """A random-weight Llama (bf16 safetensors) and the Llama 3-like tokenizer in ``folder``; reused if built."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    info_file = folder / "random-model.json"
+    if info_file.is_file() and json.loads(info_file.read_text())["shape"] == shape:
+        return {**json.loads(info_file.read_text()), "reused": True}
+    start = time.perf_counter()
+    tokenizer = build_llama3_tokenizer(shape["vocab_size"])
+    config = LlamaConfig(**shape, bos_token_id=BOS_ID, eos_token_id=EOT_ID, dtype="bfloat16")
+    torch.manual_seed(seed)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
+    model.generation_config = GenerationConfig(bos_token_id=BOS_ID, eos_token_id=[END_OF_TEXT_ID, EOT_ID], do_sample=False)
+    tmp = folder.with_name(folder.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, max_shard_size="5GB")
+    tokenizer.save_pretrained(tmp)
+    info = {"shape": shape, "parameters": model.num_parameters(), "tokenizer_entries": len(tokenizer),
+            "bytes_on_disk": sum(f.stat().st_size for f in tmp.glob("*.safetensors")),
+            "build_seconds": round(time.perf_counter() - start, 1)}
+    (tmp / "random-model.json").write_text(json.dumps(info, indent=1))
+    del model
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return {**info, "reused": False}
+
+
 SHAPES = {
-    # https://huggingface.co/meta-llama/Meta-Llama-3-8B/blob/main/config.json
-    "8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-               intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False),
-    # https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json
-    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-               intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
+    "8b": LLAMA3_8B,
+    # https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json (without its long-context rope scaling)
+    "1b": {**LLAMA3_8B, **dict(hidden_size=2048, num_hidden_layers=16, intermediate_size=8192, tie_word_embeddings=True)},
 }
 NAMES = {"8b": "Llama 3 8B shapes", "1b": "Llama 3.2 1B shapes"}
 ROUTES = ("unsloth", "bnb")
@@ -60,45 +147,12 @@ def parse_args(argv=None):
 
 # --------------------------------------------------------------------------- building the models
 def build_model(kind: str, cache: Path) -> Path:
-    """A random-weight Llama with the shapes of ``kind`` and a tokenizer that fits its vocabulary."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    from workshop_utils.assets import EOT, EOT_TEXT, build_tokenizer
-
+    """A random-weight Llama with the shapes of ``kind`` and a Llama 3-like tokenizer of its full vocabulary."""
     folder = cache / f"random-llama-{kind}"
-    if (folder / "config.json").is_file():
-        return folder
-    tokenizer = build_tokenizer()  # Llama 3 special tokens and chat template, ~3k entries
-    shape = SHAPES[kind]
-    if len(tokenizer) > shape["vocab_size"]:
-        raise SystemExit(f"error: tokenizer has {len(tokenizer)} entries, more than the model's vocabulary")
-    config = LlamaConfig(
-        **shape, max_position_embeddings=8192, rope_theta=500000.0, rms_norm_eps=1e-5,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.convert_tokens_to_ids(EOT),
-        pad_token_id=tokenizer.pad_token_id, dtype="bfloat16",
-    )
-    # The embedding matrix keeps the full 128,256 rows (as in Llama 3); the tokenizer uses the first few
-    # thousand ids, so every id it produces is valid and the memory/compute of the output layer is real.
-    print(f"building {NAMES[kind]} with random weights on the GPU ...", flush=True)
-    torch.manual_seed(0)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device("cuda"):
-            model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(default)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[config.eos_token_id, tokenizer.convert_tokens_to_ids(EOT_TEXT)], pad_token_id=tokenizer.pad_token_id
-    )
-    tmp = folder.with_name(folder.name + ".building")
-    model.save_pretrained(tmp, safe_serialization=True, max_shard_size="4GB")
-    tokenizer.save_pretrained(tmp)
-    del model
-    torch.cuda.empty_cache()
-    tmp.rename(folder)
-    print(f"saved to {folder}", flush=True)
+    print(f"{NAMES[kind]}, random weights: {folder}", flush=True)
+    info = build_random_llama(folder, shape=SHAPES[kind], device="cuda")
+    print(("reused" if info["reused"] else f"built in {info['build_seconds']} s") + f": {info['parameters']:,} parameters",
+          flush=True)
     return folder
 
 

@@ -107,6 +107,14 @@ def test_saved_model_loads_and_keeps_label_names(finished_run):
     assert config.num_labels == 2 and set(config.label2id) == {"0", "1"}
 
 
+def test_metrics_record_training_state_bytes(finished_run):
+    """Full fine-tuning holds a gradient and two AdamW moments for every weight (metrics.training_state_bytes)."""
+    state = _metrics(finished_run[0])["training_state_bytes"]
+    assert set(state) == {"weights", "gradients", "optimizer_state"}
+    assert state["gradients"] == state["weights"] > 10 * 2**20, state  # MiniLM in fp32, every weight trains
+    assert 2 * state["gradients"] <= state["optimizer_state"] < 2.001 * state["gradients"], state
+
+
 def test_refuses_to_overwrite_a_finished_run(finished_run, slice_files, tmp_path, capsys):
     out, _ = finished_run
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -205,12 +213,16 @@ def test_lora_trains_an_adapter_that_reloads(tmp_path, slice_files, finished_run
 
     import numpy as np
     import torch
-    from peft import AutoPeftModelForSequenceClassification
-    from transformers import AutoTokenizer
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from workshop_utils.cards import local_copy
     from workshop_utils.data import load_classification_files
 
-    model = AutoPeftModelForSequenceClassification.from_pretrained(out).eval()
+    base_id = PeftConfig.from_pretrained(out).base_model_name_or_path
+    assert str(ROOT) not in base_id and not base_id.startswith("/"), base_id  # a hub id or a name, never this machine's path
+    base = AutoModelForSequenceClassification.from_pretrained(local_copy(base_id, offline=True))
+    model = PeftModel.from_pretrained(base, out).eval()
     tok = AutoTokenizer.from_pretrained(out)
     val = load_classification_files({"train": slice_files[0], "validation": slice_files[1]})["validation"]
     with torch.no_grad():

@@ -56,7 +56,7 @@ def ruff() -> list[str]:
         return [str(exe)]
     if shutil.which("ruff"):
         return ["ruff"]
-    pytest.fail("ruff is not installed: run `make setup` (it is pinned in requirements.txt)")
+    pytest.fail("ruff is not installed: run `make setup` (it is pinned in requirements-dev.txt)")
 
 
 def test_ruff_finds_nothing():

@@ -93,15 +93,34 @@ def test_preference_metrics_by_hand():
     from workshop_utils.recipes.preference_dpo import preference_metrics
 
     # (sum log p, tokens); pair 1: chosen +2 vs reference, rejected -1 -> margin 0.1 * 3 = 0.3
-    # pair 2: chosen -1, rejected +1 -> margin -0.2; pair 3: no change -> a tie, counted as half
+    # pair 2: chosen -1, rejected +1 -> margin -0.2; pair 3: no change -> a tie, which is no preference (as in TRL)
     policy = {"chosen": [(-8.0, 4), (-11.0, 5), (-6.0, 3)], "rejected": [(-11.0, 4), (-5.0, 5), (-3.0, 3)]}
     reference = {"chosen": [(-10.0, 4), (-10.0, 5), (-6.0, 3)], "rejected": [(-10.0, 4), (-6.0, 5), (-3.0, 3)]}
     m = preference_metrics(policy, reference, beta=0.1)
-    assert m["preference_accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert m["preference_accuracy"] == pytest.approx(1 / 3)
     assert m["reward_margin"] == pytest.approx((0.3 - 0.2 + 0.0) / 3)
-    assert m["prefers_reference"] == pytest.approx(1 / 3)  # per token: -2 > -2.75 yes; -2.2 > -1 no; -2 > -1 no
     same = preference_metrics(reference, reference, beta=0.1)
-    assert same["preference_accuracy"] == 0.5 and same["reward_margin"] == 0.0  # before training: a coin toss
+    assert same == {"preference_accuracy": 0.0, "reward_margin": 0.0}  # before training: every margin is a tie
+
+
+def test_pairs_prefer_the_guarded_answer_and_skip_identical_ones():
+    """chosen = the answer decoded with the repetition penalty, rejected = plain greedy; same answer -> no pair."""
+    from workshop_utils.answers import Answer
+    from workshop_utils.recipes.preference_dpo import build_pairs
+
+    greedy = [Answer("Flu is a virus. Flu is a virus. Flu is a virus.", False, 48), Answer("Same.", True, 2),
+              Answer("", True, 0)]
+    guarded = [Answer("Flu is an infection caused by a virus.", True, 9), Answer("Same.", True, 2), Answer("Empty?", True, 2)]
+    pairs = build_pairs(["What is flu?", "Q2?", "Q3?"], greedy, guarded, "train")
+    assert len(pairs) == 1
+    assert pairs[0]["chosen"][0]["content"] == "Flu is an infection caused by a virus."
+    assert pairs[0]["rejected"][0]["content"].startswith("Flu is a virus. Flu is a virus.")
+    assert pairs[0]["prompt"][-1] == {"role": "user", "content": "What is flu?"} and pairs[0]["split"] == "train"
+    # a held-out pair sharing an answer with a training pair is left out (load_pairs would call it a leak)
+    held = build_pairs(["What is a cold?", "What is gout?"], [Answer("Flu is a virus. Flu is a virus. Flu is a virus.", False, 48),
+                       Answer("Gout hurts. Gout hurts. Gout hurts.", False, 30)],
+                       [Answer("A mild infection.", True, 4), Answer("A form of arthritis.", True, 5)], "test", training_pairs=pairs)
+    assert [p["prompt"][-1]["content"] for p in held] == ["What is gout?"]
 
 
 def test_exported_recipe_is_the_notebooks_code():
@@ -112,8 +131,8 @@ def test_exported_recipe_is_the_notebooks_code():
     assert target == ROOT / "src" / "workshop_utils" / "recipes" / "preference_dpo.py"
     assert target.read_text(encoding="utf-8") == export_module(SOURCE), "run `python -m workshop_utils.nbbuild`"
     text = target.read_text(encoding="utf-8")
-    for name in ("def load_sft_model", "def make_pair", "def build_pairs", "def preference_metrics", "def dpo_config",
-                 "DPOConfig(", "def save_adapter"):
+    for name in ("def load_sft_model", "def sft_base_model", "def make_pair", "def answer_twice", "def build_pairs",
+                 "def preference_metrics", "def score", "def dpo_config", "DPOConfig(", "def save_adapter"):
         assert name in text, name
 
 
@@ -194,40 +213,48 @@ def test_dpo_cli_writes_metrics_and_adapter(resumed_dpo, sft_adapter):
     out, _, second = resumed_dpo
     metrics = json.loads((out / "metrics.json").read_text())
     for side in ("before", "after"):
-        assert {"preference_accuracy", "reward_margin", "nll", "rougeL", "eos_rate"} <= set(metrics[side])
-        assert 0 <= metrics[side]["preference_accuracy"] <= 1
-    assert metrics["before"]["preference_accuracy"] == 0.5 and metrics["before"]["reward_margin"] == 0.0
+        # notebook 03's scoring keys under 03's decoding, plain greedy beside them, and the reward diagnostics
+        assert {"nll", "rougeL", "eos_rate", "repetition", "decoding", "preference_accuracy", "reward_margin"} <= set(metrics[side])
+        assert {"rougeL", "eos_rate", "repetition", "decoding"} <= set(metrics[side]["plain_greedy"])
+        assert metrics[side]["plain_greedy"]["decoding"] == "plain greedy"
+        assert metrics[side]["decoding"].startswith("greedy, repetition penalty")  # the smoke profile's 1.1
+        assert 0 <= metrics[side]["preference_accuracy"] <= 1 and "logprobs" not in metrics[side]
+    assert metrics["before"]["preference_accuracy"] == 0.0 and metrics["before"]["reward_margin"] == 0.0
     assert metrics["after"]["reward_margin"] != 0.0  # training moved the policy away from the reference
     assert metrics["train_seconds"] > 0 and metrics["train_pairs"] == 6 and metrics["eval_pairs"] == 3
+    assert metrics["eval_questions"] == 3
     assert metrics["pairs"] == "given" and len(metrics["margins_during_training"]["step"]) >= 1
     assert (out / "adapter_model.safetensors").is_file() and not (out / "ref").exists()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt*"))
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == json.loads((sft_adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    assert "preference accuracy" in second.stdout
+    assert str(ROOT) not in (out / "adapter_config.json").read_text() and str(ROOT) not in (out / "README.md").read_text()
+    assert "preference accuracy" in second.stdout and "plain greedy" in second.stdout
 
 
 def test_without_data_the_command_builds_and_keeps_checked_pairs(tmp_path, monkeypatch):
-    """No --data: pairs come from the recipe's build_pairs on the profile's MedQuAD, are written to
+    """No --data: pairs come from the recipe's answer_twice/build_pairs on the profile's MedQuAD, are written to
     DIR/pairs.jsonl and read back through the checking loader (a resumed run reuses them)."""
     import argparse
 
     from workshop_utils import dpo
+    from workshop_utils.answers import Answer
     from workshop_utils.profiles import make_profile
     from workshop_utils.recipes import preference_dpo as recipe
 
-    def fake_build(model, tokenizer, rows, *, split, max_new_tokens):
-        pairs = [recipe.make_pair(r["instruction"], r["response"], "I do not know.", split) for r in rows]
-        return pairs, [None] * len(pairs)
+    def fake_answers(model, tokenizer, questions, **kwargs):
+        return ([Answer(f"{q} {q} {q}", False, 30) for q in questions],
+                [Answer(f"An answer to {q}", True, 8) for q in questions])
 
-    monkeypatch.setattr(recipe, "build_pairs", fake_build)
+    monkeypatch.setattr(recipe, "answer_twice", fake_answers)
     profile = make_profile("smoke", "test", cuda=False, hub=False)
     args = argparse.Namespace(train_pairs=5, eval_pairs=3, seed=42)
-    pairs = dpo._pairs_for_run(profile, None, None, tmp_path, args, None, recipe)
-    assert [len(pairs["train"]), len(pairs["test"])] == [5, 3]
+    questions = ["What is held-out disease 1?", "What is held-out disease 2?", "What is held-out disease 3?"]
+    pairs, held = dpo._pairs_for_run(profile, None, None, tmp_path, args, None, recipe, questions)
+    assert [len(pairs["train"]), len(pairs["test"])] == [5, 3] and len(held[0]) == 3
     assert dpo.load_pairs(tmp_path / "pairs.jsonl") == pairs
-    monkeypatch.setattr(recipe, "build_pairs", lambda *a, **k: pytest.fail("a resumed run must reuse pairs.jsonl"))
-    assert dpo._pairs_for_run(profile, None, None, tmp_path, args, None, recipe) == pairs
+    monkeypatch.setattr(recipe, "answer_twice", lambda *a, **k: pytest.fail("a resumed run must reuse pairs.jsonl"))
+    assert dpo._pairs_for_run(profile, None, None, tmp_path, args, None, recipe, questions) == (pairs, None)
 
 
 def test_dpo_refuses_to_overwrite_a_finished_run(resumed_dpo, sft_adapter, capsys):

@@ -67,3 +67,43 @@ def test_unknown_metric_names_the_ones_there_are():
 
 def test_f1_of_one_class_against_the_rest():
     assert metrics.accuracy_f1([2, 1, 0, 1], [2, 1, 1, 0], positive=1)["f1"] == pytest.approx(0.5)
+
+
+def _tiny_training_state(lora: bool) -> tuple[dict, int, int]:
+    """Two AdamW steps on a tiny two-layer model, in full or with LoRA; (bytes, trainable, trainable tensors)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"]))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    for _ in range(2):
+        model(torch.randn(4, 32)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return metrics.training_state_bytes(model, optimizer), sum(p.numel() for p in trainable), len(trainable)
+
+
+def test_training_state_bytes_lora_saves_by_the_ratio_of_trainable_params():
+    full, full_n, full_tensors = _tiny_training_state(lora=False)
+    lora, lora_n, lora_tensors = _tiny_training_state(lora=True)
+    assert full["gradients"] == full["weights"] == 4 * full_n  # every fp32 weight trains
+    assert lora["weights"] > full["weights"] and lora["gradients"] == 4 * lora_n
+    for state, n_tensors in ((full, full_tensors), (lora, lora_tensors)):
+        # AdamW: two fp32 moments per trainable parameter, plus a 4-byte step count per tensor
+        assert state["optimizer_state"] == 2 * state["gradients"] + 4 * n_tensors
+    assert lora["gradients"] / full["gradients"] == pytest.approx(lora_n / full_n)
+    assert lora_n < full_n / 4
+
+
+def test_training_state_bytes_before_any_step_and_bad_input():
+    import torch
+
+    state = metrics.training_state_bytes(torch.nn.Linear(3, 2))
+    assert state == {"weights": 32, "gradients": 32, "optimizer_state": 0}  # (3 x 2 + 2) fp32 numbers
+    with pytest.raises(TypeError, match="torch model"):
+        metrics.training_state_bytes("not a model")

@@ -82,7 +82,7 @@ def test_train_classifier_options_reach_the_recipe(tmp_path):
     assert (arguments.eval_steps, arguments.save_steps, arguments.seed, arguments.data_seed) == (7, 7, 5, 5)
 
 
-@pytest.mark.parametrize("profile_name,route_name", [("smoke", "unquantized"), ("offline", "unquantized"), ("offline", "bnb"), ("cpu", "unquantized")])
+@pytest.mark.parametrize("profile_name,route_name", [("smoke", "dense"), ("offline", "dense"), ("offline", "bnb"), ("cpu", "dense")])
 def test_workshop_sft_uses_notebook_03s_config(profile_name, route_name, tmp_path):
     from workshop_utils.recipes.qlora_llama3_sft import sft_training_config
 
@@ -106,7 +106,7 @@ def test_workshop_sft_uses_notebook_03s_config(profile_name, route_name, tmp_pat
 
 def test_sft_options_reach_the_recipe(tmp_path):
     profile = make_profile("smoke", "test", cuda=False, hub=False)
-    route = SFTRoute("unquantized", profile.llm_model, "test")
+    route = SFTRoute("dense", profile.llm_model, "test")
     argv = ["--output-dir", str(tmp_path), "--max-steps", "9", "--learning-rate", "1e-4", "--batch-size", "3",
             "--max-length", "64", "--seed", "7"]
     config = sft.command_config(parsed(sft.add_arguments, argv), profile, route, tmp_path)
@@ -136,7 +136,7 @@ def test_lora_alpha_keeps_the_profiles_scale_when_r_changes():
     from workshop_utils.recipes.qlora_llama3_sft import LORA_TARGETS, add_lora, load_model
 
     profile = make_profile("smoke", "test", cuda=False, hub=False)
-    route = SFTRoute("unquantized", str(tiny_llama_path()), "test")
+    route = SFTRoute("dense", str(tiny_llama_path()), "test")
     model, _ = load_model(route, profile, 64)
     peft_model = add_lora(model, route, profile, r=2 * profile.lora_r)
     assert isinstance(peft_model, PeftModel)

@@ -335,7 +335,7 @@ def test_cli_writes_metrics_and_safetensors_adapter(resumed_run):
         assert set(metrics[side]) == {"nll", "rougeL", "eos_rate", "repetition"}
         assert 0 <= metrics[side]["rougeL"] <= 1 and 0 <= metrics[side]["eos_rate"] <= 1
         assert 0 < metrics[side]["nll"] < 20  # a random model's NLL is about ln(vocabulary) = 8
-    assert metrics["route"] == "unquantized" and metrics["load_in_4bit"] is False
+    assert metrics["route"] == "dense" and metrics["load_in_4bit"] is False
     from workshop_utils.profiles import SMOLLM2_SMOKE
 
     assert metrics["repetition_penalty"] == SMOLLM2_SMOKE["repetition_penalty"] > 1  # scored as notebooks 01 and 03 score
@@ -344,6 +344,14 @@ def test_cli_writes_metrics_and_safetensors_adapter(resumed_run):
     assert (out / "tokenizer.json").is_file()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt*"))
     assert "ROUGE-L" in second.stdout and "held-out NLL" in second.stdout
+    # portable: the config names the base by name, not by this machine's path; the workshop's card, not TRL's template
+    from workshop_utils.assets import tiny_llama_path
+    from workshop_utils.cards import machine_paths
+
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == tiny_llama_path().name
+    assert machine_paths(out) == []
+    card = (out / "README.md").read_text()
+    assert "license: other" in card and "`workshop sft`" in card and "huggingface.co/None" not in card
 
 
 def test_cli_trains_a_gguf_file_in_4bit_on_a_cpu(tmp_path):
@@ -362,6 +370,15 @@ def test_cli_trains_a_gguf_file_in_4bit_on_a_cpu(tmp_path):
     assert "route 'bnb'" in done.stdout and "4-bit NF4" in done.stdout
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] > 0 and (out / "adapter_model.safetensors").is_file()
+    # the packaged model stands for its hub release, and the card says the weights were the Q4_1 GGUF's
+    from huggingface_hub import ModelCard
+
+    from workshop_utils.cards import Q4_1_TAG
+    from workshop_utils.profiles import SMOLLM2
+
+    card = ModelCard.load(out / "README.md")
+    assert config["base_model_name_or_path"] == SMOLLM2 == card.data.base_model
+    assert card.data.license == "apache-2.0" and Q4_1_TAG in card.data.tags and "Q4_1" in card.text
 
 
 def test_refuses_to_overwrite_a_finished_run(resumed_run, capsys):
@@ -383,4 +400,4 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, accelerate_two_cpu_proces
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 4
     assert (out / "adapter_model.safetensors").is_file()
-    assert done.stdout.count("ROUGE-L") == 1 and done.stdout.count("route 'unquantized'") == 1  # only the main process reports
+    assert done.stdout.count("ROUGE-L") == 1 and done.stdout.count("route 'dense'") == 1  # only the main process reports

@@ -318,11 +318,13 @@ def test_unsloth_arguments_are_checked_too():
 
 
 def _requirement_pins() -> dict[str, str]:
+    """What `make setup` installs: requirements.txt (what the notebooks import) and requirements-dev.txt."""
     pins = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        m = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
-        if m:
-            pins[m.group(1)] = m.group(2)
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        for line in (ROOT / name).read_text().splitlines():
+            m = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
+            if m:
+                pins[m.group(1)] = m.group(2)
     return pins
 
 

@@ -14,7 +14,7 @@ is chosen free), on a copy of the notebooks so nothing is saved into the reposit
 
 A screenshot of each step goes to ``build/browser-test/``; a failed step says which step failed and what
 the page showed. Needs Chromium (``apt-get install chromium``) and the ``playwright`` package (pinned in
-requirements.txt; it drives the system Chromium and downloads no browser). Without Chromium the test is
+requirements-dev.txt; it drives the system Chromium and downloads no browser). Without Chromium the test is
 skipped with one line saying how to install it; under CI (``CI`` set) that is a failure instead.
 """
 

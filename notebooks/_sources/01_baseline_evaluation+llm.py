@@ -21,8 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from workshop_utils import estimates
 from workshop_utils.data import load_instruction_task
 from workshop_utils.results import Results
-from workshop_utils.answers import answer_nll, generate_answers, score_answers
-from workshop_utils.chat import SYSTEM_PROMPT
+from workshop_utils.answers import score_chat_model
 from workshop_utils.recipes.qlora_llama3_sft import ensure_distinct_pad  # written in notebook 03
 
 llm_data = load_instruction_task(profile)
@@ -41,15 +40,14 @@ print(ensure_distinct_pad(llm_tokenizer, llm_model))
 # %%
 estimates.announce(f"scoring {len(llm_questions)} reference answers and answering {n_answered} questions",
                    estimates.nll_seconds(profile, len(llm_questions)) + estimates.generation_seconds(profile, n_answered))
-llm_nll = answer_nll(llm_model, llm_tokenizer, llm_questions, llm_references, system_prompt=SYSTEM_PROMPT, desc="base model: NLL")
-llm_answers = generate_answers(llm_model, llm_tokenizer, llm_questions[:n_answered], max_new_tokens=profile.max_new_tokens,
-                               system_prompt=SYSTEM_PROMPT, desc="base model", repetition_penalty=profile.repetition_penalty)
-llm_baseline = score_answers(llm_answers, llm_references[:n_answered], nll=llm_nll)
+llm_baseline = score_chat_model(llm_model, llm_tokenizer, llm_questions, llm_references, max_new_tokens=profile.max_new_tokens,
+                                repetition_penalty=profile.repetition_penalty, answered=n_answered, desc="base model")
+llm_answers = llm_baseline.pop("answers")
 Results.for_profile(profile).record("01_baseline_evaluation", "llm", llm_baseline)
 print(f"Q: {llm_questions[0]}\nreference: {llm_references[0]}\nbase model: {llm_answers[0].shown()[:300]}\n")
-print(f"base chat model on {len(llm_questions)} held-out questions: NLL {llm_baseline['nll']:.3f}; on {n_answered} answered: "
-      f"ROUGE-L {llm_baseline['rougeL']:.3f}, {llm_baseline['eos_rate']:.0%} stop by themselves, "
-      f"{llm_baseline['repetition']:.0%} loop")
+print(f"base chat model on {len(llm_questions)} held-out questions: NLL {llm_baseline['nll']:.3f}; on {n_answered} answered "
+      f"({llm_baseline['decoding']}): ROUGE-L {llm_baseline['rougeL']:.3f}, {llm_baseline['eos_rate']:.0%} stop by themselves, "
+      f"{llm_baseline['repetition']:.0%} loop (the reference answers: {llm_baseline['references_looping']:.0%})")
 
 # %%
 assert 0.0 <= llm_baseline["rougeL"] <= 1.0 and 0.0 <= llm_baseline["eos_rate"] <= 1.0

@@ -78,16 +78,22 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 from peft import PeftConfig, PeftModel
 from transformers import AutoTokenizer
 
+from workshop_utils.cards import local_copy
 from workshop_utils.recipes.qlora_llama3_sft import load_model
 from workshop_utils.routes import SFTRoute
 
 
+def sft_base_model(profile, adapter_dir):
+    """What to load as the adapter's base here: the hub id it records, or offline the workshop's local copy."""
+    return local_copy(PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path, offline=profile.offline)
+
+
 def load_sft_model(profile, adapter_dir):
     """The base model with an SFT LoRA adapter on top, trainable, and the tokenizer saved with the adapter."""
-    base_id = PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path  # the adapter records its base
+    base_id = sft_base_model(profile, adapter_dir)  # the adapter records its base by hub id
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # saved by 03, pad token already distinct from EOS
     # loaded as notebook 03 loads it: 4-bit NF4 on a GPU (QLoRA), float32 on a CPU (03 measured why)
-    route = SFTRoute("bnb" if profile.device == "cuda" else "unquantized", base_id, "the base of notebook 03's adapter")
+    route = SFTRoute("bnb" if profile.device == "cuda" else "dense", base_id, "the base of notebook 03's adapter")
     base, _ = load_model(route, profile, profile.sft_max_length)
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # 03 had to add a pad token
         base.resize_token_embeddings(len(tokenizer))
@@ -102,21 +108,24 @@ print(f"{model.__class__.__name__} on {model.get_base_model().__class__.__name__
       f"(notebook 03's adapter); pad {tokenizer.pad_token!r}, eos {tokenizer.eos_token!r}")
 
 # %% [markdown]
-# ## Preference pairs: the reference answer against the model's own
+# ## Preference pairs: the model's own answers, with and without a guard against repeating itself
 #
 # Public preference sets (UltraFeedback, HH-RLHF) hold answers that people or strong models ranked. We
-# have something as useful for this lesson: for each training question, the **reference answer** from
-# MedQuAD is *chosen*, and the **SFT model's own greedy answer** is *rejected*.
+# build ours from a weakness notebook 03 measured: decoded **plain greedy** (always the most likely next
+# token), the SFT model sometimes falls into a loop ("The virus is spread through the air. The virus is
+# spread through the air. ...") or runs on to the length cap. 03 guards against it *at decoding time*, with
+# a light repetition penalty on the answer's own tokens; `pipeline`, a chat server or an attendee's own
+# `generate` call would not have that guard. DPO can move the preference **into the weights**:
 #
-# Why this teaches something: the rejected answers are exactly what the model does now, so the loss
-# pushes down the model's current habits (vague phrasing, invented details, repeating itself) and pulls
-# up what the expert wrote, on the model's own ground. (The same construction drives *self-play
-# fine-tuning*, SPIN.) The catch: the "rejected" answer is sometimes good, so the labels are noisy; the
-# held-out score tells us whether the model learned something general anyway.
+# * **chosen**: the SFT model's answer decoded *with* 03's repetition penalty;
+# * **rejected**: its **plain greedy** answer to the same question;
+# * a question where the two decodings write the same answer teaches nothing, and is left out.
 #
-# Here the model decodes **plain greedy**, without the light repetition penalty notebook 03 scores with:
-# the loops are part of what the model does unguarded, and part of what DPO should train away. So this
-# notebook's stop rates and ROUGE-L are not the same measurement as 03's.
+# Both answers come from the model itself, so DPO has no new facts to learn; the pairs differ exactly where
+# greedy decoding starts to repeat itself, and that is where the loss pushes. The construction was chosen
+# on a dev split of *training* topics (`scripts/benchmark_dpo.py`, in
+# [docs/benchmarks.md](../docs/benchmarks.md)) against the classic one, the MedQuAD reference answer
+# as chosen against the model's greedy answer as rejected, before the held-out topics were scored once.
 #
 # TRL's **conversational preference format** is one dict per pair: `prompt` is a list of chat messages,
 # `chosen` and `rejected` are each a list with one assistant message. `DPOTrainer` applies the chat
@@ -128,32 +137,39 @@ from workshop_utils.answers import generate_answers
 from workshop_utils.chat import SYSTEM_PROMPT, to_messages
 
 
-def make_pair(question, reference, own_answer, split):
+def make_pair(question, chosen, rejected, split):
     """One preference pair in TRL's conversational format (plus the split it belongs to)."""
     return {
         "prompt": to_messages(question, SYSTEM_PROMPT),
-        "chosen": [{"role": "assistant", "content": reference}],
-        "rejected": [{"role": "assistant", "content": own_answer}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
         "split": split,
     }
 
 
-def build_pairs(model, tokenizer, rows, *, split, max_new_tokens):
-    """Pairs for instruction/response rows: chosen = the reference, rejected = the model's greedy answer.
+def answer_twice(model, tokenizer, questions, *, max_new_tokens, repetition_penalty, desc):
+    """The model's answers to each question: plain greedy, and greedy with a repetition penalty (the guard)."""
+    greedy = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens,
+                              system_prompt=SYSTEM_PROMPT, desc=f"{desc}: plain greedy")
+    guarded = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens, system_prompt=SYSTEM_PROMPT,
+                               desc=f"{desc}: repetition penalty", repetition_penalty=repetition_penalty)
+    return greedy, guarded
 
-    Returns the pairs and the model's answers they hold. A pair whose two answers are the same (or whose
-    model answer is empty) teaches nothing and is left out.
-    """
-    questions, references = list(rows["instruction"]), list(rows["response"])
-    answers = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens,
-                               system_prompt=SYSTEM_PROMPT, desc=f"{split}: the SFT model answers")
-    kept = [(q, ref, a) for q, ref, a in zip(questions, references, answers) if a.text.strip() and a.text.strip() != ref.strip()]
-    return [make_pair(q, ref, a.text, split) for q, ref, a in kept], [a for _, _, a in kept]
+
+def build_pairs(questions, greedy, guarded, split, training_pairs=()):
+    """chosen = the guarded answer, rejected = the plain greedy one, where they differ and neither is empty.
+
+    Held-out pairs pass the ``training_pairs``: a held-out pair may share no answer with them (the model can
+    write the same generic answer to two questions, and a shared answer would be a leak)."""
+    seen = {text for p in training_pairs for text in (p["chosen"][0]["content"], p["rejected"][0]["content"])}
+    return [make_pair(q, guard.text, plain.text, split) for q, plain, guard in zip(questions, greedy, guarded)
+            if plain.text.strip() and guard.text.strip() and plain.text.strip() != guard.text.strip()
+            and not {plain.text, guard.text} & seen]
 
 # %% [markdown]
-# The questions come from MedQuAD as in 03: training pairs from training topics, held-out pairs from
-# the held-out topics (no disease, gene or drug in common). The model answers every question once,
-# greedily, in batches.
+# The questions come from MedQuAD as in 03: training pairs from training topics, held-out questions from
+# the held-out topics (no disease, gene or drug in common). The model answers each question twice, in
+# batches. The held-out answers are kept: they are the SFT model's "before" answers below.
 
 # %%
 from workshop_utils.data import load_instruction_task
@@ -161,14 +177,18 @@ from workshop_utils.data import load_instruction_task
 dataset = load_instruction_task(profile)
 train_rows = dataset["train"].shuffle(seed=SEED).select(range(min(profile.dpo_train_pairs, len(dataset["train"]))))
 test_rows = dataset["test"].select(range(min(profile.llm_generate_rows or len(dataset["test"]), len(dataset["test"]))))
-estimates.announce(f"the SFT model answers {len(train_rows) + len(test_rows)} questions",
-                   estimates.generation_seconds(profile, len(train_rows) + len(test_rows)))
-train_pairs, _ = build_pairs(model, tokenizer, train_rows, split="train", max_new_tokens=profile.max_new_tokens)
-test_pairs, sft_answers = build_pairs(model, tokenizer, test_rows, split="test", max_new_tokens=profile.max_new_tokens)
-print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")
-pair = train_pairs[0]
-print(f"\nprompt:   {pair['prompt'][-1]['content']}\nchosen:   {pair['chosen'][0]['content'][:300]}"
-      f"\nrejected: {pair['rejected'][0]['content'][:300]}")
+estimates.announce(f"the SFT model answers {len(train_rows) + len(test_rows)} questions, twice",
+                   estimates.generation_seconds(profile, 2 * (len(train_rows) + len(test_rows))))
+settings = dict(max_new_tokens=profile.max_new_tokens, repetition_penalty=profile.dpo_guard_penalty)
+train_greedy, train_guarded = answer_twice(model, tokenizer, train_rows["instruction"], desc="training questions", **settings)
+sft_greedy, sft_guarded = answer_twice(model, tokenizer, test_rows["instruction"], desc="held-out questions", **settings)
+train_pairs = build_pairs(train_rows["instruction"], train_greedy, train_guarded, "train")
+test_pairs = build_pairs(test_rows["instruction"], sft_greedy, sft_guarded, "test", training_pairs=train_pairs)
+print(f"{len(train_pairs)} training pairs from {len(train_rows)} questions, {len(test_pairs)} held-out pairs from "
+      f"{len(test_rows)}: the other questions got the same answer both ways")
+pair = max(train_pairs, key=lambda p: len(p["rejected"][0]["content"]))
+print(f"\nprompt:   {pair['prompt'][-1]['content']}\nchosen:   {pair['chosen'][0]['content'][:400]}"
+      f"\nrejected: {pair['rejected'][0]['content'][:400]}")
 
 # %% [markdown]
 # The pairs are an artefact worth keeping: `workshop dpo --data` trains on this file, and the loader
@@ -183,64 +203,62 @@ checked_pairs = load_pairs(pairs_file)
 print(f"wrote {display_path(pairs_file)}: {len(checked_pairs['train'])} training and {len(checked_pairs['test'])} held-out pairs")
 
 # %% [markdown]
-# ## Before DPO: the reference's view of the held-out pairs
+# ## Before DPO: the SFT model on the held-out questions
 #
-# The reward of an answer needs two log-probabilities: the policy's and the reference's. Before training
-# the policy *is* the reference, so every reward is exactly zero: preference accuracy is a coin toss,
-# 50% (we count a tie as half). We compute the reference's log-probabilities once now and keep them for
-# after training.
+# Two kinds of figures, kept apart:
 #
-# A second number tells more about the starting point: **how often the SFT model itself finds the
-# reference answer more likely**, per token, than its own answer. Since it wrote its answers greedily,
-# expect a low share.
+# * **the answers**, scored by notebook 03's own function (`score_chat_model`: NLL of the reference
+#   answers, ROUGE-L, stop rate, looping) under **two decodings**, each named in its table: 03's
+#   (greedy with the repetition penalty), so the figures compare with 03's, and **plain greedy**, the
+#   decoding the pairs were built to fix. These are the headline.
+# * **the implicit reward**, a training diagnostic: reward(y) = β (log π(y|x) − log π_ref(y|x)), its mean
+#   **margin** (chosen minus rejected) on the held-out pairs, and **preference accuracy**, the share of
+#   pairs whose margin is positive, as TRL's `rewards/accuracies` counts it: a tie is not a preference.
+#   Before training the policy *is* the reference, every margin is exactly 0, so both start at 0 by
+#   construction: they say whether training moved, not whether the answers got better.
 
 # %% tags=["export"]
 # export
-from workshop_utils.dpo import pair_logprobs, prompt_text
-from workshop_utils.answers import score_answers
+from workshop_utils.answers import score_chat_model
 
 
 def preference_metrics(policy, reference, beta):
-    """Preference accuracy and mean reward margin of the policy against the reference, on the same pairs.
+    """Preference accuracy (margins > 0; a tie is not a preference, as in TRL) and the mean reward margin.
 
     ``policy`` and ``reference`` hold, for "chosen" and "rejected", one (sum of log-probabilities, tokens)
     per pair. reward = beta * (log pi - log pi_ref); margin = reward(chosen) - reward(rejected).
     """
     margins = [beta * ((pc - rc) - (pr - rr)) for (pc, _), (pr, _), (rc, _), (rr, _)
                in zip(policy["chosen"], policy["rejected"], reference["chosen"], reference["rejected"])]
-    prefers_reference = [pc / nc > pr / nr for (pc, nc), (pr, nr) in zip(policy["chosen"], policy["rejected"])]
-    return {
-        "preference_accuracy": sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / len(margins),
-        "reward_margin": sum(margins) / len(margins),
-        "prefers_reference": sum(prefers_reference) / len(prefers_reference),  # per-token likelihood, no reference
-    }
+    return {"preference_accuracy": sum(m > 0 for m in margins) / len(margins),
+            "reward_margin": sum(margins) / len(margins)}
 
 
-def score(model, tokenizer, pairs, *, beta, reference, max_new_tokens, desc, answers=None):
-    """Preference metrics on ``pairs`` (against ``reference`` log-probabilities; None = the model is the
-    reference), the NLL of the chosen answers, and the model's own greedy answers scored as in notebook 03
-    (``answers``: ones it already wrote for these questions; None = generate them)."""
-    logprobs = pair_logprobs(model, tokenizer, pairs, desc=desc)
-    chosen = logprobs["chosen"]
-    nll = -sum(s for s, _ in chosen) / sum(n for _, n in chosen)
-    questions = [prompt_text(p) for p in pairs]
-    references = [p["chosen"][-1]["content"] for p in pairs]
-    if answers is None:
-        answers = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens,
-                                   system_prompt=SYSTEM_PROMPT, desc=f"{desc}: answers")
-    return {**preference_metrics(logprobs, reference or logprobs, beta), **score_answers(answers, references, nll=nll),
-            "logprobs": logprobs, "answers": answers}
+def score(model, tokenizer, questions, references, *, profile, desc, greedy=None, guarded=None):
+    """The held-out answers scored as notebook 03 scores them (its decoding: the top-level figures) and under
+    plain greedy decoding (``"plain_greedy"``). ``greedy``/``guarded``: answers the model already wrote, plain
+    greedy and with the pairs' guard penalty (reused where that is 03's decoding too)."""
+    settings = dict(max_new_tokens=profile.max_new_tokens, desc=desc)
+    if profile.dpo_guard_penalty != profile.repetition_penalty:
+        guarded = None
+    as_03 = score_chat_model(model, tokenizer, questions, references, answers=guarded,
+                             repetition_penalty=profile.repetition_penalty, **settings)
+    plain = score_chat_model(model, tokenizer, questions, references, answers=greedy, nll=False, **settings)
+    return {**as_03, "plain_greedy": {k: plain[k] for k in ("rougeL", "eos_rate", "repetition", "decoding", "answers")}}
 
 # %%
+from workshop_utils.dpo import pair_logprobs
+
 BETA = profile.dpo_beta
-estimates.announce(f"scoring {len(test_pairs)} held-out pairs", estimates.nll_seconds(profile, 2 * len(test_pairs)))
-# the SFT model's answers to these questions are the held-out pairs' rejected answers: score those
-before = score(model, tokenizer, test_pairs, beta=BETA, reference=None, max_new_tokens=profile.max_new_tokens,
-               desc="SFT model", answers=sft_answers)
-reference_logprobs = before["logprobs"]
-print(f"before DPO: preference accuracy {before['preference_accuracy']:.0%} (every margin is 0), "
-      f"the model prefers the reference answer in {before['prefers_reference']:.0%} of the pairs; "
-      f"NLL {before['nll']:.3f}, ROUGE-L {before['rougeL']:.3f}, stop rate {before['eos_rate']:.0%}")
+questions, references = list(test_rows["instruction"]), list(test_rows["response"])
+estimates.announce(f"scoring {len(questions)} held-out answers", estimates.nll_seconds(profile, len(questions)))
+before = score(model, tokenizer, questions, references, profile=profile, desc="SFT model", greedy=sft_greedy,
+               guarded=sft_guarded)
+reference_logprobs = pair_logprobs(model, tokenizer, test_pairs, desc="SFT model, held-out pairs")
+before.update(preference_metrics(reference_logprobs, reference_logprobs, BETA))
+print(f"SFT model on {len(questions)} held-out questions: NLL of the references {before['nll']:.3f}; "
+      f"looping {before['plain_greedy']['repetition']:.0%} of answers ({before['plain_greedy']['decoding']}), "
+      f"{before['repetition']:.0%} ({before['decoding']})")
 
 # %% [markdown]
 # ## The recipe: `DPOConfig` and `DPOTrainer`
@@ -250,15 +268,15 @@ print(f"before DPO: preference accuracy {before['preference_accuracy']:.0%} (eve
 # * `beta`: see above; 0.1 is the paper's and TRL's default.
 # * `loss_type=["sigmoid"]`: the DPO loss of the paper. TRL has a dozen others (IPO, hinge, ...) and
 #   can mix them, e.g. with `"sft"` to keep the chosen answers likely.
-# * `learning_rate`: TRL's default (1e-6) is for full fine-tuning; a LoRA adapter needs larger steps.
-#   We chose 1e-5 on a dev split of the *training* pairs (never the held-out ones): 5e-5 reached the
-#   same preference accuracy there, but made the model loop more often.
+# * `learning_rate`: TRL's default (1e-6) is for full fine-tuning; a LoRA adapter needs larger steps. The
+#   profile's value was chosen with the pair construction, on the dev split (`scripts/benchmark_dpo.py`):
+#   the largest rate tried kept the dev NLL of the references within 5% of SFT's and looped least.
 # * `max_length`: prompt plus answer, cut beyond it; our answers fit in 03's `MAX_LENGTH`.
 # * `bf16` defaults to on in `DPOConfig`; on a CPU we set the profile's precision (float32) explicitly,
 #   and gradient checkpointing (TRL's default is on) only on a GPU, as in 03.
 # * `precompute_ref_log_probs=False`: the reference's log-probabilities are computed in each step (one
 #   extra forward pass without gradients). Precomputing them first saves time when training several
-#   epochs; we make about one pass over the pairs.
+#   epochs.
 
 # %% tags=["export"]
 # export
@@ -318,7 +336,7 @@ print("adapters on the model:", list(trainer.model.peft_config), "(default train
 # ## Train
 #
 # Watch `rewards/margins` grow and `rewards/accuracies` (the share of the batch's pairs with a positive
-# margin) rise towards 1 on the training pairs.
+# margin) rise on the training pairs: they show that the loss is doing its job, nothing more.
 
 # %%
 from workshop_utils.metrics import gib, measure
@@ -338,89 +356,130 @@ plots.reward_margins(curve, title="DPO on the training pairs");
 
 # %% [markdown]
 # ## After DPO
-# The same held-out pairs, now with the trained policy against the reference log-probabilities we kept.
+# The same held-out questions, answered again by the trained model under both decodings, and the held-out
+# pairs' rewards against the reference log-probabilities we kept.
 
 # %%
-estimates.announce(f"scoring {len(test_pairs)} held-out pairs and answering their questions",
-                   estimates.nll_seconds(profile, 2 * len(test_pairs)) + estimates.generation_seconds(profile, len(test_pairs)))
-after = score(trainer.model, tokenizer, test_pairs, beta=BETA, reference=reference_logprobs,
-              max_new_tokens=profile.max_new_tokens, desc="DPO model")
+estimates.announce(f"answering {len(questions)} held-out questions twice",
+                   estimates.nll_seconds(profile, len(questions)) + estimates.generation_seconds(profile, 2 * len(questions)))
+after = score(trainer.model, tokenizer, questions, references, profile=profile, desc="DPO model")
+after_logprobs = pair_logprobs(trainer.model, tokenizer, test_pairs, desc="DPO model, held-out pairs")
+after.update(preference_metrics(after_logprobs, reference_logprobs, BETA))
 
+# %%
 import pandas as pd
 
-shown = ["preference_accuracy", "reward_margin", "prefers_reference", "nll", "rougeL", "eos_rate", "repetition"]
-comparison = pd.DataFrame({"SFT (03)": {k: before[k] for k in shown}, "SFT + DPO": {k: after[k] for k in shown}}).rename(index={
-    "preference_accuracy": "preference accuracy", "reward_margin": "mean reward margin",
-    "prefers_reference": "prefers the reference (per token)", "nll": "NLL of the references (lower is better)",
-    "rougeL": "ROUGE-L", "eos_rate": "stop rate", "repetition": "looping answers"})
-print(comparison.round(3).to_string())
-plots.before_after({"SFT (03)": {k: before[k] for k in ("preference_accuracy", "rougeL", "eos_rate")},
-                    "SFT + DPO": {k: after[k] for k in ("preference_accuracy", "rougeL", "eos_rate")}},
-                   title="Held-out topics");
+ANSWER_ROWS = {"nll": "NLL of the references (lower is better)", "rougeL": "ROUGE-L", "eos_rate": "stop rate",
+               "repetition": "looping answers"}
+
+
+def answer_table(decoding_of):
+    """SFT vs SFT + DPO under one decoding; the reference answers' own looping rate beside them."""
+    rows = {"SFT (03)": decoding_of(before), "SFT + DPO": decoding_of(after)}
+    table = pd.DataFrame({name: {k: v for k, v in r.items() if k in ANSWER_ROWS} for name, r in rows.items()})
+    table["reference answers"] = pd.Series({"repetition": before["references_looping"]})
+    return table.rename(index=ANSWER_ROWS).round(3)
+
+
+print(f"held-out answers, decoded as notebook 03 decodes ({before['decoding']}):")
+print(answer_table(lambda r: r).to_string(na_rep=""))
+print(f"\nheld-out answers, {before['plain_greedy']['decoding']} (what the pairs were built to change):")
+print(answer_table(lambda r: r["plain_greedy"]).to_string(na_rep=""))
+print(f"\ntraining diagnostic on {len(test_pairs)} held-out pairs: preference accuracy "
+      f"{before['preference_accuracy']:.0%} -> {after['preference_accuracy']:.0%} (0% before by construction), "
+      f"mean reward margin {before['reward_margin']:+.3f} -> {after['reward_margin']:+.3f}")
+plots.before_after({"SFT (03)": {"looping (plain greedy)": before["plain_greedy"]["repetition"],
+                                 "stop rate (plain greedy)": before["plain_greedy"]["eos_rate"]},
+                    "SFT + DPO": {"looping (plain greedy)": after["plain_greedy"]["repetition"],
+                                  "stop rate (plain greedy)": after["plain_greedy"]["eos_rate"]}},
+                   title="Held-out topics, plain greedy decoding");
 
 # %%
 from workshop_utils.answers import side_by_side
 
-
-questions = [prompt_text(p) for p in test_pairs]
-print(side_by_side(questions, [p["chosen"][0]["content"] for p in test_pairs], before["answers"], after["answers"], n=2))
+looped = [i for i, a in enumerate(before["plain_greedy"]["answers"]) if not a.stopped] or [0]
+shown_rows = looped[:2]
+print(side_by_side([questions[i] for i in shown_rows], [references[i] for i in shown_rows],
+                   [before["plain_greedy"]["answers"][i] for i in shown_rows],
+                   [after["plain_greedy"]["answers"][i] for i in shown_rows], n=2))
 
 # %% [markdown]
-# ### Reading the table: a learned preference, and what it can cost
+# ### Reading the tables
 #
-# The preference carries over to topics DPO never saw: the trained policy moved towards the reference
-# answers and away from its own on nearly every held-out pair. Now look at the answer rows. DPO pushes
-# down *exactly the sequences greedy decoding produced*, so a step too large sends greedy decoding down
-# the next-best path, and for a 135M model that is often a repetition. Measured in the offline profile
-# (2 CPU cores, 128 pairs, 32 steps): at a learning rate of 5e-5 the held-out stop rate fell from 100% to
-# 78% and looping rose from 28% to 62% (ROUGE-L 0.27 to 0.19), with the same 100% preference accuracy;
-# at the 1e-5 we use, NLL, ROUGE-L, stop rate and looping stay about where SFT left them. The loss only
-# ever sees likelihood ratios, never a generated answer.
+# The plain-greedy table is the one the pairs aim at: if the looping row fell, DPO moved into the weights
+# what the repetition penalty did at decoding time. The row "reference answers" is the same looping rule
+# applied to MedQuAD's own answers: a few human answers repeat a phrase (lists of symptoms, "see your
+# doctor"), so a model's looping rate is only a problem above that level. The NLL row says whether the
+# model still finds the expert answers as likely as after SFT; the pairs never showed it those answers,
+# so a large change there would be a side effect. The 03-decoding table shows what is left for the
+# penalty to do.
 #
-# What else helps: fewer steps, a larger β, TRL's `"sft"` loss term beside `"sigmoid"` (it keeps the
-# chosen answers likely), rejected answers *sampled* rather than greedy, or pairs ranked by people. The
-# general lesson: after preference tuning, measure the answers, not only the margin.
+# The reward rows are diagnostics: a positive margin and a preference accuracy above 0 show that the
+# policy moved towards the chosen answers on pairs it never trained on; they say nothing about whether
+# the answers got better, which is why they are not the headline. The figures measured on the offline
+# profile, and the construction that was tried and dropped, are in
+# [docs/benchmarks.md](../docs/benchmarks.md).
 
 # %% [markdown]
 # ## Saving the adapter and the record
 
 # %%
+from workshop_utils.cards import make_portable
 from workshop_utils.results import Results
 
 dpo_dir = profile.outputs() / "dpo-adapter"
 save_adapter(trainer.model, tokenizer, dpo_dir)
+make_portable(dpo_dir, sft_base_model(profile, adapter_dir), title="Medical question answering LoRA adapter (SFT + DPO)", library="peft",
+              summary="Notebook 03's SFT adapter, trained further with TRL's DPOTrainer on pairs of the model's own "
+                      "answers (chosen: decoded with a repetition penalty; rejected: plain greedy). Not medical advice.",
+              task="text-generation", dataset=profile.llm_data, made_by=f"notebook 05, profile `{profile.name}`",
+              scores={"held-out answer NLL": after["nll"], "looping (plain greedy)": after["plain_greedy"]["repetition"]})
 saved = sorted(p.name for p in dpo_dir.iterdir())
 print(f"saved to {display_path(dpo_dir)}: {', '.join(saved)}")
 assert "adapter_model.safetensors" in saved and not (dpo_dir / "ref").exists(), saved
 
+RECORDED = ("nll", "rougeL", "eos_rate", "repetition", "decoding", "preference_accuracy", "reward_margin")
+
+
+def record_of(scores):
+    plain = {k: v for k, v in scores["plain_greedy"].items() if k != "answers"}
+    return {**{k: scores[k] for k in RECORDED}, "plain_greedy": plain}
+
+
 results = Results.for_profile(profile)
-sft_record = results.get("03_qlora_llama3_sft", "sft") or {}
 record = results.record("05_preference_dpo", "dpo", {
-    "before": {k: before[k] for k in shown},
-    "after": {k: after[k] for k in shown},
+    "before": record_of(before),
+    "after": record_of(after),
     "train_seconds": round(cost["seconds"], 2),
     "peak_memory_bytes": int(cost["peak_memory_bytes"]),
     "steps": int(trainer.state.global_step),
     "beta": BETA,
     "train_pairs": len(train_pairs),
     "eval_pairs": len(test_pairs),
+    "eval_questions": len(questions),
 })
 
 # %% [markdown]
 # ## Self-check
-# DPO must have learned a preference that carries over to **unseen topics**: held-out preference
-# accuracy above the coin toss it started from (and, in the full profiles, at least 70%), without making
-# the reference answers much less likely than after SFT (NLL at most 5% worse). The `smoke` profile
-# (CI) trains a handful of steps: there the preference only has to move the right way.
+# What is checked, and the ✅ line states only that: DPO moved the policy on **unseen topics** (held-out
+# preference accuracy above its 0% start, mean reward margin positive), and did not make the answers worse
+# where the pairs aim: under plain greedy decoding the DPO model loops on no more held-out answers than the
+# SFT model, with the reference answers' NLL at most 5% above SFT's. The `smoke` profile (CI) trains a
+# handful of steps on a few pairs: there only the diagnostics and the NLL bound are checked.
 
 # %%
+plain_before, plain_after = before["plain_greedy"], after["plain_greedy"]
 nll_change = after["nll"] / before["nll"] - 1
-print(f"held-out preference accuracy {before['preference_accuracy']:.0%} -> {after['preference_accuracy']:.0%} "
-      f"(mean reward margin {after['reward_margin']:+.3f}); NLL of the reference answers {before['nll']:.3f} -> "
-      f"{after['nll']:.3f} ({nll_change:+.1%}); stop rate {before['eos_rate']:.0%} -> {after['eos_rate']:.0%}.")
-assert after["preference_accuracy"] > before["preference_accuracy"], "DPO did not move the held-out preferences"
-assert after["reward_margin"] > 0, "the mean held-out reward margin is not positive"
+print(f"plain greedy, {len(questions)} held-out questions: looping {plain_before['repetition']:.0%} -> "
+      f"{plain_after['repetition']:.0%}, stop rate {plain_before['eos_rate']:.0%} -> {plain_after['eos_rate']:.0%}; "
+      f"NLL of the references {before['nll']:.3f} -> {after['nll']:.3f} ({nll_change:+.1%}); held-out preference "
+      f"accuracy {after['preference_accuracy']:.0%}, mean reward margin {after['reward_margin']:+.3f}")
+assert after["preference_accuracy"] > 0 and after["reward_margin"] > 0, "DPO did not move the held-out preferences"
+assert nll_change <= 0.05, "DPO made the reference answers more than 5% less likely than after SFT"
 if profile.name != "smoke":
-    assert after["preference_accuracy"] >= 0.7, "held-out preference accuracy is under 70%"
-    assert nll_change <= 0.05, "DPO made the reference answers more than 5% less likely than after SFT"
-print("✅ the DPO adapter prefers the reference answers on topics it never trained on")
+    assert plain_after["repetition"] <= plain_before["repetition"], "DPO made plain greedy answers loop more often"
+    print(f"✅ on unseen topics DPO moved the policy towards the chosen answers, kept the references' NLL within 5% "
+          f"of SFT's, and plain greedy answers loop on {plain_after['repetition']:.0%} (SFT: {plain_before['repetition']:.0%})")
+else:
+    print("✅ on unseen topics DPO moved the policy towards the chosen answers and kept the references' NLL within 5% "
+          "of SFT's (smoke: looping not checked after so few steps)")

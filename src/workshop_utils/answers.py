@@ -83,6 +83,42 @@ def score_answers(answers: Sequence[Answer], references: Sequence[str], nll: flo
     return scores if nll is None else {"nll": nll, **scores}
 
 
+def decoding_name(repetition_penalty: float = 1.0) -> str:
+    """How answers were decoded, in words, for every table's caption."""
+    if repetition_penalty == 1.0:
+        return "plain greedy"
+    return f"greedy, repetition penalty {repetition_penalty:g} on the answer's own tokens"
+
+
+def score_chat_model(model, tokenizer, questions: Sequence[str], references: Sequence[str], *, max_new_tokens: int,
+                     repetition_penalty: float = 1.0, answered: int | None = None, answers: Sequence[Answer] | None = None,
+                     nll: bool = True, system_prompt: str | None = SYSTEM_PROMPT, batch_size: int = 16,
+                     desc: str = "scoring") -> dict:
+    """The workshop's one way to score a chat model on held-out questions; every notebook and command calls it.
+
+    * ``nll``: the mean NLL of the reference answers over *all* ``questions`` (teacher-forced, :func:`answer_nll`);
+    * the model answers the first ``answered`` questions (all when None) with ``repetition_penalty``
+      (1.0 = plain greedy), or ``answers`` it already wrote with that decoding are scored instead;
+    * ROUGE-L, stop rate (``eos_rate``) and looping (``repetition``) of those answers, from :func:`score_answers`;
+    * ``decoding`` names the decoding (write it in the table's caption), ``answered`` how many were answered,
+      ``references_looping`` the looping rule applied to those questions' reference answers (the level
+      human answers reach: a model's rate means something only beside it), ``answers`` the answers themselves.
+    """
+    n = len(questions) if answered is None else min(answered, len(questions))
+    if answers is None:
+        answers = generate_answers(model, tokenizer, questions[:n], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   system_prompt=system_prompt, desc=f"{desc}: answers",
+                                   repetition_penalty=repetition_penalty)
+    elif len(answers) != n:
+        raise ValueError(f"{len(answers)} answers given for {n} questions")
+    value = (answer_nll(model, tokenizer, questions, references, system_prompt=system_prompt, desc=f"{desc}: NLL")
+             if nll else None)
+    from .metrics import repetition_rate
+
+    return {**score_answers(answers, references[:n], nll=value), "decoding": decoding_name(repetition_penalty),
+            "answered": n, "references_looping": repetition_rate(references[:n]), "answers": list(answers)}
+
+
 def answer_token_ids(tokenizer, instruction: str, answer: str, system_prompt: str | None = SYSTEM_PROMPT) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) of one conversation as the chat template writes it; the answer ids end
     with the end-of-turn token (EOS), exactly what training puts the loss on."""

@@ -201,7 +201,8 @@ def _largest_peak(peak: int, world: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .metrics import measure
+    from .cards import make_portable
+    from .metrics import measure, training_state_bytes
     from .paths import display_path
     from .profiles import active_profile
 
@@ -234,8 +235,14 @@ def run(args: argparse.Namespace) -> int:
     trainer.save_model(str(out))  # main process only; safetensors (adapter only with --lora)
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(out))
+        make_portable(out, model_id, title=f"{out.name}: paraphrase classifier ({'LoRA adapter' if args.lora else 'full fine-tune'})",
+                      summary="Trained by `workshop train-classifier` on sentence pairs.", task="text-classification",
+                      dataset=args.train, made_by=f"`workshop train-classifier`, profile `{profile.name}`",
+                      library="peft" if args.lora else "transformers",
+                      scores={"accuracy": after["accuracy"], "f1": after["f1"]})
         record = _record(args, profile, dd, model_id, max_length, trainer, trainable, resume_from)
         record.update(before=before, after=after, train_seconds=round(m["seconds"], 2), peak_memory_bytes=peak,
+                      training_state_bytes=training_state_bytes(trainer.model, trainer.optimizer),
                       train_samples_per_second=round(float(result.metrics.get("train_samples_per_second", 0.0)), 3),
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         _finish(out, record)

@@ -127,7 +127,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--learning-rate", type=float, help="default: the profile's")
     parser.add_argument("--beta", type=float, help="how strongly DPO holds the policy to the reference (default: the profile's)")
     parser.add_argument("--train-pairs", type=int, help="training prompts to build pairs from (default: the profile's)")
-    parser.add_argument("--eval-pairs", type=int, help="held-out prompts to build pairs from (default: the profile's)")
+    parser.add_argument("--eval-pairs", type=int, help="held-out questions to answer and build pairs from (default: the profile's)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
     parser.add_argument("--seed", type=int, default=42)
 
@@ -167,38 +167,72 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = train_and_score(profile, Path(args.adapter).expanduser(), out, args, pairs_given)
     b, a = result["before"], result["after"]
-    print(f"held-out preference accuracy {b['preference_accuracy']:.0%} -> {a['preference_accuracy']:.0%}, "
-          f"reward margin {b['reward_margin']:.3f} -> {a['reward_margin']:.3f}; NLL {b['nll']:.3f} -> {a['nll']:.3f}; "
-          f"stop rate {b['eos_rate']:.0%} -> {a['eos_rate']:.0%}; {result['train_seconds']:.0f} s; "
-          f"adapter and metrics.json in {display_path(out)}")
+    bp, ap = b["plain_greedy"], a["plain_greedy"]
+    print(f"held-out, {bp['decoding']}: looping {bp['repetition']:.0%} -> {ap['repetition']:.0%}, stop rate "
+          f"{bp['eos_rate']:.0%} -> {ap['eos_rate']:.0%}; {b['decoding']}: looping {b['repetition']:.0%} -> "
+          f"{a['repetition']:.0%}, ROUGE-L {b['rougeL']:.3f} -> {a['rougeL']:.3f}; NLL {b['nll']:.3f} -> {a['nll']:.3f}; "
+          f"preference accuracy {a['preference_accuracy']:.0%}, reward margin {a['reward_margin']:+.3f}; "
+          f"{result['train_seconds']:.0f} s; adapter and metrics.json in {display_path(out)}")
     return 0
 
 
-def _pairs_for_run(profile, model, tokenizer, out: Path, args, pairs_given, recipe) -> dict[str, list[dict[str, Any]]]:
-    """The pairs given, the pairs an interrupted run built, or new pairs built with the SFT model."""
-    if pairs_given is not None:
-        return pairs_given
-    kept = out / "pairs.jsonl"
-    if kept.is_file():
-        return load_pairs(kept)
+def _held_out_rows(profile, args):
     from .data import load_instruction_task
 
-    dd = load_instruction_task(profile)
-    n_train = min(len(dd["train"]), args.train_pairs or profile.dpo_train_pairs)
-    n_test = min(len(dd["test"]), args.eval_pairs or profile.llm_generate_rows or len(dd["test"]))
-    rows = {"train": dd["train"].shuffle(seed=args.seed).select(range(n_train)), "test": dd["test"].select(range(n_test))}
-    pairs = []
-    for split, chosen_rows in rows.items():
-        pairs += recipe.build_pairs(model, tokenizer, chosen_rows, split=split, max_new_tokens=profile.max_new_tokens)[0]
+    test = load_instruction_task(profile)["test"]
+    n = min(len(test), args.eval_pairs or profile.llm_generate_rows or len(test))
+    return list(test[:n]["instruction"]), list(test[:n]["response"])
+
+
+def _pairs_for_run(profile, model, tokenizer, out: Path, args, pairs_given, recipe, questions):
+    """(pairs, the SFT model's held-out answers as (greedy, guarded) or None): the pairs given, the pairs an
+    interrupted run built, or new pairs built with the SFT model (which also answers the held-out questions)."""
+    if pairs_given is not None:
+        return pairs_given, None
+    kept = out / "pairs.jsonl"
+    if kept.is_file():
+        return load_pairs(kept), None
+    from .data import load_instruction_task
+
+    train = load_instruction_task(profile)["train"]
+    rows = train.shuffle(seed=args.seed).select(range(min(len(train), args.train_pairs or profile.dpo_train_pairs)))
+    settings = dict(max_new_tokens=profile.max_new_tokens, repetition_penalty=profile.dpo_guard_penalty)
+    greedy, guarded = recipe.answer_twice(model, tokenizer, rows["instruction"], desc="training questions", **settings)
+    held_greedy, held_guarded = recipe.answer_twice(model, tokenizer, questions, desc="held-out questions", **settings)
+    train_pairs = recipe.build_pairs(rows["instruction"], greedy, guarded, "train")
+    pairs = train_pairs + recipe.build_pairs(questions, held_greedy, held_guarded, "test", training_pairs=train_pairs)
     write_pairs(kept, pairs)
-    return load_pairs(kept)
+    return load_pairs(kept), (held_greedy, held_guarded)
+
+
+def _record(scores: dict[str, Any]) -> dict[str, Any]:
+    """The figures of :func:`recipe.score` without the answers themselves."""
+    plain = {k: v for k, v in scores["plain_greedy"].items() if k != "answers"}
+    return {**{k: v for k, v in scores.items() if k not in ("answers", "plain_greedy")}, "plain_greedy": plain}
+
+
+def _score_sft(profile, model, tokenizer, out: Path, recipe, questions, references, held_answers, test_pairs, beta):
+    """The SFT model's held-out record, with the reference log-probabilities of the held-out pairs (kept in
+    before.json: a resumed run needs them)."""
+    before_file = out / "before.json"
+    if before_file.is_file():  # resuming: the SFT model was scored by the interrupted run
+        return json.loads(before_file.read_text(encoding="utf-8"))
+    greedy, guarded = held_answers or (None, None)
+    before = _record(recipe.score(model, tokenizer, questions, references, profile=profile, desc="SFT model",
+                                  greedy=greedy, guarded=guarded))
+    logprobs = pair_logprobs(model, tokenizer, test_pairs, desc="SFT model, held-out pairs")
+    before.update(recipe.preference_metrics(logprobs, logprobs, beta), logprobs=logprobs)
+    write_json_atomic(before_file, before)
+    return before
 
 
 def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -> dict[str, Any]:
     import torch
+    from datasets import Dataset
     from transformers import set_seed
     from trl import DPOTrainer
 
+    from .cards import make_portable
     from .metrics import measure
     from .paths import interrupt_after_checkpoint, last_checkpoint
     from .recipes import preference_dpo as recipe
@@ -207,42 +241,36 @@ def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -
     use_torch_loss_on_cpu()
     set_seed(args.seed)
     model, tokenizer = recipe.load_sft_model(profile, adapter)
-    pairs = _pairs_for_run(profile, model, tokenizer, out, args, pairs_given, recipe)
-    held_out = pairs["test"]
+    questions, references = _held_out_rows(profile, args)
+    pairs, held_answers = _pairs_for_run(profile, model, tokenizer, out, args, pairs_given, recipe, questions)
     beta = args.beta or profile.dpo_beta
-
-    before_file = out / "before.json"
-    if before_file.is_file():  # resuming: the SFT model was scored by the interrupted run
-        before = json.loads(before_file.read_text(encoding="utf-8"))
-    else:
-        before = recipe.score(model, tokenizer, held_out, beta=beta, reference=None, max_new_tokens=profile.max_new_tokens,
-                              desc="SFT model")
-        before = {k: v for k, v in before.items() if k != "answers"}
-        write_json_atomic(before_file, before)  # with the reference log-probabilities, which a resumed run needs
+    before = _score_sft(profile, model, tokenizer, out, recipe, questions, references, held_answers, pairs["test"], beta)
     config = recipe.dpo_config(profile, out, max_steps=args.max_steps, learning_rate=args.learning_rate, beta=beta,
                                seed=args.seed)
     config.save_strategy, config.save_steps, config.save_total_limit = "steps", max(1, config.max_steps // 3), 2
-    callbacks = interrupt_after_checkpoint(INTERRUPT_ENV)  # tests only
-    from datasets import Dataset
-
     train = Dataset.from_list([{k: p[k] for k in PAIR_KEYS} for p in pairs["train"]])
-    trainer = DPOTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer, callbacks=callbacks)
+    trainer = DPOTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer,
+                         callbacks=interrupt_after_checkpoint(INTERRUPT_ENV))  # the callback: tests only
     resume = last_checkpoint(out)
     if resume is not None:
         print(f"resuming from {resume.name}")
     with measure(profile.device) as cost:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    after = recipe.score(trainer.model, tokenizer, held_out, beta=beta, reference=before["logprobs"],
-                         max_new_tokens=profile.max_new_tokens, desc="DPO model")
+    after = _record(recipe.score(trainer.model, tokenizer, questions, references, profile=profile, desc="DPO model"))
+    after.update(recipe.preference_metrics(pair_logprobs(trainer.model, tokenizer, pairs["test"], desc="DPO model, held-out pairs"),
+                                           before["logprobs"], beta))
     recipe.save_adapter(trainer.model, tokenizer, out)
-    curve = margin_curve(trainer.state.log_history)
+    make_portable(out, recipe.sft_base_model(profile, adapter), title=f"{out.name}: LoRA adapter (SFT + DPO)",
+                  library="peft", task="text-generation", dataset=profile.llm_data, made_by=f"`workshop dpo`, profile `{profile.name}`",
+                  summary=f"The SFT adapter `{adapter.name}`, trained further with TRL's DPOTrainer. Not medical advice.",
+                  scores={"held-out answer NLL": after["nll"], "looping (plain greedy)": after["plain_greedy"]["repetition"]})
     result = {
-        "before": {k: v for k, v in before.items() if k not in ("logprobs", "answers")},
-        "after": {k: v for k, v in after.items() if k not in ("logprobs", "answers")},
+        "before": {k: v for k, v in before.items() if k != "logprobs"}, "after": after,
         "train_seconds": round(cost["seconds"], 2), "peak_memory_bytes": int(cost["peak_memory_bytes"]),
         "steps": int(trainer.state.global_step), "beta": beta, "learning_rate": config.learning_rate,
-        "train_pairs": len(pairs["train"]), "eval_pairs": len(held_out), "adapter": adapter.name,
-        "resumed_from": resume.name if resume else None, "margins_during_training": curve, "seed": args.seed,
+        "train_pairs": len(pairs["train"]), "eval_pairs": len(pairs["test"]), "eval_questions": len(questions),
+        "adapter": adapter.name, "resumed_from": resume.name if resume else None, "seed": args.seed,
+        "margins_during_training": margin_curve(trainer.state.log_history),
         "pairs": "given" if pairs_given is not None else "pairs.jsonl",
     }
     finish_run(out, result)

@@ -10,8 +10,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-# on Colab the notebooks' first cell installs every pin but these: Colab's CUDA build stays
-COLAB_KEEPS = ("torch",)
+# On Colab the notebooks' first cell installs requirements.txt but these (Colab's CUDA build of torch, the
+# pandas that Colab's kernel package pins) and nothing of requirements-dev.txt: there Colab's own copies count.
+COLAB_KEEPS = ("torch", "pandas")
+REQUIREMENT_FILES = ("requirements.txt", "requirements-dev.txt")
 KEY_PACKAGES = (
     "torch", "transformers", "datasets", "accelerate", "peft", "trl", "bitsandbytes", "unsloth",
     "unsloth_zoo", "evaluate", "tokenizers", "huggingface_hub", "jupyterlab", "ipywidgets", "nbval",
@@ -19,17 +21,24 @@ KEY_PACKAGES = (
 
 
 def pinned_versions(requirements: Path | None = None) -> dict[str, str]:
-    """``{name: version}`` from requirements.txt (names normalised)."""
+    """``{name: version}`` from one requirements file, or from requirements.txt and requirements-dev.txt (names normalised)."""
     from .paths import repo_root
 
-    path = requirements or repo_root() / "requirements.txt"
     pins = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            match = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
-            if match:
-                pins[_norm(match.group(1))] = match.group(2)
+    for path in [requirements] if requirements else [repo_root() / name for name in REQUIREMENT_FILES]:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                match = re.match(r"^\s*([A-Za-z0-9_.\-]+)==([^\s;#]+)", line)
+                if match:
+                    pins[_norm(match.group(1))] = match.group(2)
     return pins
+
+
+def colab_own() -> set[str]:
+    """The packages whose version on Colab is Colab's, not the pin (normalised names): see COLAB_KEEPS."""
+    from .paths import repo_root
+
+    return {_norm(name) for name in COLAB_KEEPS} | set(pinned_versions(repo_root() / REQUIREMENT_FILES[1]))
 
 
 def _norm(name: str) -> str:
@@ -39,6 +48,7 @@ def _norm(name: str) -> str:
 def versions() -> list[tuple[str, str, str, str]]:
     """(package, installed, pinned, status) for the packages that matter."""
     pins = pinned_versions()
+    colabs = colab_own() if "google.colab" in sys.modules else set()
     rows = []
     for name in KEY_PACKAGES:
         try:
@@ -48,8 +58,10 @@ def versions() -> list[tuple[str, str, str, str]]:
         pinned = pins.get(_norm(name), "-")
         base = installed.split("+")[0]
         status = "ok" if pinned in ("-", base) else ("MISSING" if installed == "missing" else "DIFFERS from pin")
-        if name in COLAB_KEEPS and installed != "missing" and "google.colab" in sys.modules:
-            status = "ok (Colab's build)"  # the notebooks' first cell keeps it: the pin is the CPU wheel
+        if _norm(name) in colabs and installed != "missing":  # the notebooks' first cell leaves it to Colab
+            status = "ok (Colab's own)"
+        elif _norm(name) in colabs and name not in COLAB_KEEPS:  # JupyterLab, nbval: Colab has its own front end
+            status = "ok (not used on Colab)"
         rows.append((name, installed, pinned, status))
     return rows
 

@@ -1,14 +1,22 @@
 """Time estimates, so an instructor knows whether to talk or to wait.
 
-The throughputs below were measured on the reference machines named beside them; on a CPU the
-estimate scales with the number of cores (sub-linearly: attention and tokenisation do not scale
-perfectly). They are estimates, printed as such, not promises.
+The CPU throughputs below were measured on a reference machine; on another CPU each kind of work is
+scaled by this machine's speed at it over the reference machine's, both timed by the calibration probe
+(``estimates_probe``: a second or two, cached per hardware fingerprint). When the probe cannot run, the
+estimate scales with the number of cores only, and says so. The GPU rates were never measured (no GPU
+was lent): GPU estimates are printed as guesses. They are estimates, printed as such, not promises.
+
+    python -m workshop_utils.estimates --probe [--runs 5]   this machine's probe figures (fresh), beside the reference's
+    python -m workshop_utils.estimates --check SUMMARY       measured / estimated per notebook of a `workshop run-all`
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # Training throughput in samples/s (classifier) on the reference hardware.
 # CPU numbers: 2-core x86 laptop-class machine, fp32, dynamic padding, max_length 128.
@@ -31,11 +39,89 @@ LLM_TOKENS_PER_EXAMPLE = 130  # MedQuAD subset: system prompt + question + answe
 FIXED_S = {"cpu": 25.0, "cuda": 60.0}
 QUANT_STEPS = 2  # notebook 03 on a CPU: steps timed for float32 and for 4-bit NF4 side by side
 
+# The calibration probe (estimates_probe.run_probe) on the reference machine: the medians of 5 fresh probes
+# that `python -m workshop_utils.estimates --probe --runs 5` prints, on an idle machine (load average under
+# 0.3), pasted here with the date. NOT RECORDED YET: while this was written (2026-12-05, 15:04-15:50 UTC) the
+# 2-core machine ran teammates' training jobs at a 1-minute load of 3 to 14, so a probe would have timed those
+# jobs, not the machine. Until it is recorded, calibration() falls back to core-count scaling and says so.
+# The CPU rates above come from 2-core machines of more than one kind (docs/benchmarks.md): record the probe
+# on the machine that then runs `workshop run-all` (smoke), and re-fit the rates with `--check` (main()).
+REFERENCE_PROBE = {"train384_gflops": 0.0, "train576_gflops": 0.0, "matmul_gflops": 0.0, "decode_gflops": 0.0,
+                   "copy_gbs": 0.0, "python_mops": 0.0}
+REFERENCE_PROBE_WHEN = "not recorded yet"
+# which probe figures stand for each kind of work (several: their geometric mean)
+WORK_FIGURES = {
+    "clf_train": ("train384_gflops",),  # MiniLM full fine-tuning
+    "llm_train": ("train576_gflops",),  # SmolLM2 under LoRA: SFT, DPO
+    "forward": ("matmul_gflops",),  # batched forward passes: classifier evaluation, answer NLL
+    "decode": ("decode_gflops",),  # greedy generation, a few rows at a time
+    "fixed": ("python_mops", "copy_gbs"),  # imports, model loading, bookkeeping
+}
+SPEED_LIMITS = (0.05, 20.0)  # a probe ratio outside these is clipped: a glitch, not a machine
+_CALIBRATION = None  # this process's Calibration, once measured or read from the cache
+_LAST_DEVICE = "cpu"  # the device of the last estimate made: announce() labels a GPU guess as such
+
 
 def cpu_scale() -> float:
-    """Multiplier for CPU timings relative to the 2-core reference machine."""
+    """Multiplier for CPU timings by core count alone (the fallback when the probe cannot run)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     return (2.0 / max(1, min(cores, 16))) ** 0.7
+
+
+@dataclass
+class Calibration:
+    """This machine's speed per kind of work relative to the reference machine (2.0 = twice as fast)."""
+
+    speed: dict[str, float] = field(default_factory=dict)  # empty: the core-count fallback
+    figures: dict[str, float] = field(default_factory=dict)  # this machine's probe figures
+    source: str = ""  # "cached 2026-12-05", "measured now in 1.4 s"
+    reason: str = ""  # why the probe was not used
+
+    def factor(self, kind: str) -> float:
+        """What to multiply the reference machine's seconds by, for ``kind`` of work (WORK_FIGURES)."""
+        return 1.0 / self.speed[kind] if self.speed else cpu_scale()
+
+    def line(self) -> str:
+        if not self.speed:
+            return f"this machine: not probed ({self.reason}); CPU estimates scaled by core count only"
+        kinds = ", ".join(f"{k} {self.speed[k]:.2g}x" for k in ("clf_train", "llm_train", "decode"))
+        return (f"this machine: {self.figures['matmul_gflops']:.0f} GFLOP/s fp32 matmul, {self.speed['forward']:.2g}x "
+                f"the reference machine ({kinds}); estimates scaled by that [{self.source}]")
+
+
+def _speeds(figures: dict[str, float]) -> dict[str, float]:
+    low, high = SPEED_LIMITS
+    return {kind: min(high, max(low, math.exp(sum(math.log(figures[f] / REFERENCE_PROBE[f]) for f in names) / len(names))))
+            for kind, names in WORK_FIGURES.items()}
+
+
+def calibration(refresh: bool = False) -> Calibration:
+    """This machine against the reference one: probed once per hardware fingerprint (cached), or the
+    core-count fallback with the reason (probe off with WORKSHOP_ESTIMATES_PROBE=0, failed, no reference)."""
+    global _CALIBRATION
+    if _CALIBRATION is not None and not refresh:
+        return _CALIBRATION
+    from . import estimates_probe
+
+    if os.environ.get(estimates_probe.DISABLE_ENV, "").strip() == "0":
+        _CALIBRATION = Calibration(reason=f"{estimates_probe.DISABLE_ENV}=0")
+    elif not all(v > 0 for v in REFERENCE_PROBE.values()):
+        _CALIBRATION = Calibration(reason="the reference machine's probe is not recorded")
+    else:
+        try:
+            figures, source = estimates_probe.measured_figures(refresh)
+            _CALIBRATION = Calibration(_speeds(figures), figures, source)
+        except Exception as exc:  # any failure: the estimates still print, scaled by core count
+            _CALIBRATION = Calibration(reason=f"probe failed: {type(exc).__name__}: {str(exc)[:120]}")
+    return _CALIBRATION
+
+
+def calibration_line(profile) -> str:
+    """One line for notebook 00: what the estimates rest on, on this machine."""
+    if profile.device != "cpu":
+        return ("GPU estimates are guesses from published figures: no GPU rate in estimates.py was measured "
+                "(time this run to replace them)")
+    return calibration().line()
 
 
 def _model_kind(model: str) -> str:
@@ -49,23 +135,25 @@ def _llm_kind(profile) -> str:
     return "8b" if profile.device == "cuda" else "small"
 
 
-def _scale(profile) -> float:
-    return cpu_scale() if profile.device == "cpu" else 1.0
+def _scale(profile, kind: str) -> float:
+    global _LAST_DEVICE
+    _LAST_DEVICE = profile.device
+    return calibration().factor(kind) if profile.device == "cpu" else 1.0
 
 
 def classifier_train_seconds(profile, n_samples: int, epochs: float) -> float:
     rate = CLF_TRAIN_SAMPLES_PER_S[(profile.device, _model_kind(profile.clf_model))]
-    return n_samples * epochs / rate * _scale(profile)
+    return n_samples * epochs / rate * _scale(profile, "clf_train")
 
 
 def classifier_eval_seconds(profile, n_samples: int) -> float:
-    return n_samples / CLF_EVAL_SAMPLES_PER_S[profile.device] * _scale(profile)
+    return n_samples / CLF_EVAL_SAMPLES_PER_S[profile.device] * _scale(profile, "forward")
 
 
 def sft_train_seconds(profile, steps: int | None = None, tokens_per_example: int = LLM_TOKENS_PER_EXAMPLE) -> float:
     steps = profile.sft_max_steps if steps is None else steps
     tokens = steps * profile.sft_batch_size * profile.sft_grad_accum * tokens_per_example
-    return tokens / SFT_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile)
+    return tokens / SFT_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile, "llm_train")
 
 
 def dpo_train_seconds(profile, steps: int | None = None, tokens_per_example: int = LLM_TOKENS_PER_EXAMPLE) -> float:
@@ -73,19 +161,19 @@ def dpo_train_seconds(profile, steps: int | None = None, tokens_per_example: int
     reference's forward pass over both without gradients (about a third of a training pass)."""
     steps = profile.dpo_max_steps if steps is None else steps
     tokens = steps * profile.dpo_batch_size * 2 * tokens_per_example * 4 / 3
-    return tokens / SFT_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile)
+    return tokens / SFT_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile, "llm_train")
 
 
 def generation_seconds(profile, n_prompts: int, new_tokens: int | None = None) -> float:
     new_tokens = profile.max_new_tokens if new_tokens is None else new_tokens
     rate = GEN_TOKENS_PER_S[(profile.device, _llm_kind(profile))]
     # batched generation: prompts share the forward passes, roughly 4 at a time on CPU
-    return n_prompts * new_tokens / rate / (4 if profile.device == "cpu" else 8) * _scale(profile)
+    return n_prompts * new_tokens / rate / (4 if profile.device == "cpu" else 8) * _scale(profile, "decode")
 
 
 def nll_seconds(profile, n_rows: int) -> float:
     """Teacher-forced scoring of ``n_rows`` reference answers (one forward pass each, batched)."""
-    return n_rows * LLM_TOKENS_PER_EXAMPLE / NLL_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile)
+    return n_rows * LLM_TOKENS_PER_EXAMPLE / NLL_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile, "forward")
 
 
 def human(seconds: float) -> str:
@@ -99,7 +187,8 @@ def human(seconds: float) -> str:
 def announce(what: str, seconds: float) -> str:
     """One line for the cell before a long step: how long, and whether to talk or wait."""
     hint = "run it and keep talking" if seconds > 90 else "short enough to wait for"
-    line = f"[estimate] {what}: {human(seconds)} on this machine ({hint})"
+    guess = ", a guess: GPU rates not measured" if _LAST_DEVICE != "cpu" else ""
+    line = f"[estimate] {what}: {human(seconds)} on this machine ({hint}{guess})"
     print(line)
     return line
 
@@ -107,13 +196,18 @@ def announce(what: str, seconds: float) -> str:
 @dataclass
 class SeriesEstimate:
     per_notebook: dict[str, float] = field(default_factory=dict)
+    measured: bool = True  # False: GPU rates, a guess from published figures
 
     @property
     def total(self) -> float:
         return sum(self.per_notebook.values())
 
+    @property
+    def label(self) -> str:
+        return "estimate" if self.measured else "estimate (a guess: GPU not measured)"
+
     def total_text(self) -> str:
-        return human(self.total)
+        return human(self.total) + ("" if self.measured else " (a guess: GPU rates not measured)")
 
 
 def _rows(n: int | None, full: int) -> int:
@@ -122,7 +216,7 @@ def _rows(n: int | None, full: int) -> int:
 
 def series_estimate(profile) -> SeriesEstimate:
     """Estimated wall time of each notebook in this profile on this machine."""
-    fixed = FIXED_S[profile.device] * _scale(profile)
+    fixed = FIXED_S[profile.device] * _scale(profile, "fixed")
     hub_data = profile.clf_data_config is not None  # GLUE MRPC: 3,668 train / 408 validation
     n_train = _rows(profile.clf_train_rows, 3668 if hub_data else 1600)
     n_eval = _rows(profile.clf_eval_rows, 408 if hub_data else 400)
@@ -141,11 +235,129 @@ def series_estimate(profile) -> SeriesEstimate:
     four_bit = 0.0 if profile.device == "cuda" else sft_train_seconds(profile, steps=2 * QUANT_STEPS) * 1.5 + fixed
     return SeriesEstimate(
         {
-            "00_setup": 5.0 + fixed * 0.2,
+            "00_setup": (5.0 + FIXED_S[profile.device] * 0.2) * _scale(profile, "fixed"),
             "01_baseline_evaluation": fixed + 2 * clf_eval + gen,
             "02_full_finetune_trainer": fixed + full_ft + lora_ft,
             "03_qlora_llama3_sft": fixed + sft + 2 * gen + four_bit,
             "04_inference_pipeline": fixed + 3 * gen + clf_eval,
             "05_preference_dpo": fixed + dpo,
-        }
+        },
+        measured=profile.device == "cpu",
     )
+
+
+# --------------------------------------------------------------------------- checking against a run
+CHECK_BAND = 1.5  # the target: each notebook's estimate within 1.5x of its measured time
+
+
+def read_run_summary(path: str | os.PathLike) -> tuple[str, dict[str, float]]:
+    """(profile, {notebook: seconds}) of the notebooks that ran to the end, from `workshop run-all`'s
+    summary.md (or its folder; a ``run-all/`` folder of several runs: the latest)."""
+    from . import WorkshopError
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        runs = [p / "summary.md"] if (p / "summary.md").is_file() else sorted(p.glob("*/summary.md"))
+        if not runs:
+            raise WorkshopError(f"{p}: no summary.md here or one folder down; pass the summary.md `workshop run-all` wrote")
+        p = runs[-1]
+    if not p.is_file():
+        raise WorkshopError(f"{p}: no such file; pass the summary.md of a `workshop run-all` (outputs/<profile>/run-all/...)")
+    profile, seconds = "", {}
+    for line in p.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in _split_row(line)]
+        if len(cells) == 2 and cells[0] == "profile":
+            profile = cells[1]
+        elif len(cells) == 4 and cells[0][:2].isdigit() and cells[1] == "ok":
+            seconds[cells[0]] = float(cells[3])
+    if not profile or not seconds:
+        raise WorkshopError(f"{p}: no profile row or no notebook that ran ok; is this a `workshop run-all` summary.md?")
+    return profile, seconds
+
+
+def _split_row(line: str) -> list[str]:
+    if not (line.startswith("|") and line.rstrip().endswith("|")):
+        return []
+    cells, cell, escaped = [], "", False
+    for ch in line.strip()[1:-1]:
+        if ch == "|" and not escaped:
+            cells.append(cell)
+            cell = ""
+        else:
+            cell += ch
+        escaped = ch == "\\"
+    return cells + [cell]
+
+
+def check_run(path: str | os.PathLike) -> list[tuple[str, float, float, float]]:
+    """(notebook, measured s, estimated s, measured / estimated) for each notebook of a run-all summary,
+    estimated on this machine (run it with the same ``taskset`` as the run)."""
+    from .profiles import make_profile
+
+    name, measured = read_run_summary(path)
+    est = series_estimate(make_profile(name, "--check", cuda=name == "gpu", hub=name in ("cpu", "gpu")))
+    return [(nb, sec, est.per_notebook[nb], sec / est.per_notebook[nb]) for nb, sec in measured.items()
+            if nb in est.per_notebook]
+
+
+def _print_check(path: str) -> int:
+    rows = check_run(path)
+    print(f"{'notebook':28} {'measured':>9} {'estimated':>9}  measured/estimated")
+    for nb, sec, est, ratio in rows:
+        ok = 1 / CHECK_BAND <= ratio <= CHECK_BAND
+        print(f"{nb:28} {sec:8.1f}s {est:8.1f}s  {ratio:5.2f}  {'ok' if ok else f'OUTSIDE {CHECK_BAND}x'}")
+    inside = sum(1 / CHECK_BAND <= r <= CHECK_BAND for *_, r in rows)
+    total = sum(r[1] for r in rows) / sum(r[2] for r in rows)
+    print(f"{inside} of {len(rows)} notebooks within {CHECK_BAND}x; whole series measured/estimated {total:.2f}")
+    print(calibration().line())
+    return 0 if inside == len(rows) else 1
+
+
+def _print_probe(runs: int) -> None:
+    from . import estimates_probe
+
+    import torch
+
+    busy, load = estimates_probe.machine_busy()
+    probes = [estimates_probe.run_probe() for _ in range(runs)]
+    with torch.no_grad():  # the size docs/benchmarks.md quotes beside its figures, for comparison
+        big = estimates_probe._matmul_gflops(torch, [(2048, 2048, 2048)], 0.5)
+    print(f"fingerprint: {estimates_probe.fingerprint()}\nload average before: {load:.2f}{' (busy)' if busy else ''}")
+    print(f"matmul 2048^3 fp32: {big:.1f} GFLOP/s (once, after the probes)")
+    medians = {}
+    for key in estimates_probe.FIGURES:
+        values = sorted(p[key] for p in probes)
+        medians[key] = round(values[len(values) // 2], 2)
+        ref = REFERENCE_PROBE[key]
+        print(f"{key:16} median {medians[key]:8.2f}  (runs: {', '.join(f'{v:.2f}' for v in values)})"
+              + (f"  reference {ref:.2f}" if ref else ""))
+    print(f"to record this machine as the reference (idle machine only): REFERENCE_PROBE = {medians}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from . import WorkshopError
+
+    parser = argparse.ArgumentParser(prog="python -m workshop_utils.estimates", description=__doc__.splitlines()[0])
+    parser.add_argument("--probe", action="store_true", help="run the calibration probe afresh and print its figures")
+    parser.add_argument("--runs", type=int, default=1, help="with --probe: probes to run (the median is printed)")
+    parser.add_argument("--check", metavar="SUMMARY", help="a `workshop run-all` summary.md (or its folder)")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    try:
+        if args.check:
+            return _print_check(args.check)
+        if args.probe:
+            _print_probe(args.runs)
+            return 0
+    except WorkshopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

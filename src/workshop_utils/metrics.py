@@ -188,3 +188,29 @@ def eos_rate(stopped: Sequence[bool]) -> float:
     """
     flags = [bool(s) for s in stopped]
     return sum(flags) / len(flags) if flags else 0.0
+
+
+def training_state_bytes(model, optimizer=None) -> dict[str, int]:
+    """What training holds besides activations, in bytes: ``{"weights", "gradients", "optimizer_state"}``.
+
+    * ``weights``: every parameter of the model, frozen or not;
+    * ``gradients``: one gradient per *trainable* parameter, of the parameter's dtype (what ``backward`` fills
+      during a step; ``Trainer`` frees them between steps);
+    * ``optimizer_state``: the optimizer's own state tensors (``optimizer.state``; AdamW keeps two moments per
+      trainable parameter and a step count), so 0 before the first step or without an optimizer.
+
+    Unlike a process's resident memory these depend only on the model and what it trains, which is what
+    LoRA changes: ``training_state_bytes(trainer.model, trainer.optimizer)`` after ``trainer.train()``.
+    """
+    import torch
+
+    if not hasattr(model, "parameters"):
+        raise TypeError(f"training_state_bytes needs a torch model (with .parameters()), got {type(model).__name__}")
+    params = list(model.parameters())  # shared (tied) parameters are listed once
+    state = getattr(optimizer, "state", None) or {}
+    return {
+        "weights": int(sum(p.numel() * p.element_size() for p in params)),
+        "gradients": int(sum(p.numel() * p.element_size() for p in params if p.requires_grad)),
+        "optimizer_state": int(sum(t.numel() * t.element_size() for s in state.values()
+                                   for t in s.values() if torch.is_tensor(t))),
+    }

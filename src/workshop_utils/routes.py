@@ -6,8 +6,9 @@ Three routes, chosen by :func:`choose_route` from the profile:
   and adds LoRA adapters with its own fused kernels and gradient checkpointing (QLoRA, fastest).
 * ``bnb``: CUDA GPU without Unsloth (or ``--no-unsloth``), or 4-bit asked for on a CPU. transformers +
   bitsandbytes 4-bit NF4 + peft (QLoRA, the reference implementation).
-* ``unquantized``: no GPU (or a GPU profile without 4-bit). Plain peft LoRA on the model's unquantized weights,
-  float32 on a CPU (notebook 03 measures why not 4-bit there).
+* ``dense``: no GPU (or a GPU profile without 4-bit). Plain peft LoRA on weights held as dense 16/32-bit
+  tensors, float32 on a CPU (notebook 03 measures why not 4-bit there). Dense says how the weights are held,
+  not where they came from: offline, SmolLM2 comes from a Q4_1 GGUF file, dequantised (assets.smollm2_path).
 
 Every route trains LoRA adapters; they differ in how the frozen base weights are stored and who runs them.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 class SFTRoute:
     """Which implementation trains, on which model, and why."""
 
-    name: str  # "unsloth", "bnb" or "unquantized"
+    name: str  # "unsloth", "bnb" or "dense"
     model: str
     reason: str
 
@@ -33,7 +34,7 @@ class SFTRoute:
         what = {
             "unsloth": "QLoRA through Unsloth (4-bit, Unsloth kernels)",
             "bnb": "QLoRA through transformers + bitsandbytes + peft (4-bit NF4)",
-            "unquantized": "LoRA through peft on the unquantized model",
+            "dense": "LoRA through peft on the model's dense (16/32-bit) weights",
         }[self.name]
         return f"route '{self.name}': {what}, because {self.reason}"
 
@@ -52,7 +53,7 @@ def choose_route(profile, *, use_unsloth: bool = True, model: str | None = None,
         profile = dataclasses.replace(profile, load_in_4bit=load_in_4bit)
     if profile.device == "cuda":
         if not profile.load_in_4bit:
-            return SFTRoute("unquantized", model or profile.llm_model_bnb, "the profile does not load the model in 4-bit")
+            return SFTRoute("dense", model or profile.llm_model_bnb, "the profile does not load the model in 4-bit")
         if not use_unsloth:
             return SFTRoute("bnb", model or profile.llm_model_bnb, "Unsloth was switched off (--no-unsloth)")
         if not unsloth_available():
@@ -66,7 +67,7 @@ def choose_route(profile, *, use_unsloth: bool = True, model: str | None = None,
         return SFTRoute("bnb", model or profile.llm_model, "4-bit was asked for on a CPU: bitsandbytes runs NF4 on CPUs too")
     why = ("there is no CUDA GPU, and on a CPU 4-bit NF4 saves memory but not time (notebook 03 measures both), "
            "so the weights stay float32")
-    return SFTRoute("unquantized", model or profile.llm_model, why)
+    return SFTRoute("dense", model or profile.llm_model, why)
 
 
 # --------------------------------------------------------------------------- TRL's loss on CPU

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import DataError, WorkshopError
-from .answers import answer_nll, generate_answers, parameter_counts, score_answers
+from .answers import parameter_counts, score_chat_model
 from .chat import SYSTEM_PROMPT, to_prompt_completion, truncation_report
 from .paths import METRICS_FILE, clear_previous_run, finish_run, write_json_atomic
 from .routes import SFTRoute, choose_route, use_torch_loss_on_cpu
@@ -176,11 +176,11 @@ def held_out_scorer(tokenizer, dd, args, profile):
     penalty = args.repetition_penalty or profile.repetition_penalty
     system_prompt = args.system_prompt or None
 
-    def scores(model, which: str) -> dict[str, float]:
-        nll = answer_nll(model, tokenizer, questions, references, system_prompt=system_prompt, desc=f"{which}: NLL")
-        answers = generate_answers(model, tokenizer, questions[:n_generate], max_new_tokens=max_new,
-                                   system_prompt=system_prompt, desc=which, repetition_penalty=penalty)
-        return score_answers(answers, references[:n_generate], nll=nll)
+    def scores(model, which: str) -> dict:
+        scored = score_chat_model(model, tokenizer, questions, references, max_new_tokens=max_new, answered=n_generate,
+                                  repetition_penalty=penalty, system_prompt=system_prompt, desc=which)
+        scored.pop("answers")
+        return scored
 
     return scores, {"eval_rows": len(questions), "generated_answers": n_generate, "max_new_tokens": max_new,
                     "repetition_penalty": penalty}
@@ -223,6 +223,25 @@ def timed_train(trainer, out: Path, state, device: str) -> dict[str, Any]:
             "resumed_from": resume.name if resume else None}
 
 
+def save_portable(model, tokenizer, out: Path, route: SFTRoute, profile, args, result: dict[str, Any]) -> None:
+    """Save the adapter and the tokenizer, then make the folder load on another machine: its config names the base
+    model by hub id, not by a path of this machine, and its README is the workshop's model card (licence of the
+    base model) instead of TRL's blank template."""
+    from .cards import make_portable
+
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    after = result["after"]
+    make_portable(
+        out, route.model, library="peft", task="text-generation", dataset=args.data or profile.llm_data,
+        title=f"LoRA adapter trained by `workshop sft` ({out.name})",
+        summary=(f"A LoRA adapter (rank {result['lora_r']}) trained with TRL's `SFTTrainer` for {result['steps']} steps "
+                 f"on {result['train_rows']} instruction/response rows, by the route `{route.name}`." + ("" if args.data else " Not medical advice.")),
+        scores={"held-out answer NLL": after["nll"], "ROUGE-L": after["rougeL"], "stop rate": after["eos_rate"]},
+        made_by=f"`workshop sft`, profile `{profile.name}`, route `{route.name}`",
+    )
+
+
 def train_and_score(profile, route: SFTRoute, dd, out: Path, args, state) -> dict[str, Any]:
     import torch
     from transformers import set_seed
@@ -248,8 +267,6 @@ def train_and_score(profile, route: SFTRoute, dd, out: Path, args, state) -> dic
     result: dict[str, Any] = {}
     if state.is_main_process:
         after = scores(trainer.model, "fine-tuned")
-        trainer.model.save_pretrained(str(out), safe_serialization=True)
-        tokenizer.save_pretrained(str(out))
         result = {
             "before": before, "after": after,
             "model": route.model if not Path(route.model).exists() else Path(route.model).name,
@@ -258,6 +275,7 @@ def train_and_score(profile, route: SFTRoute, dd, out: Path, args, state) -> dic
             "processes": state.num_processes, "max_length": config.max_length, "truncated_share": trunc["share"],
             "lora_r": args.lora_r or profile.lora_r, "train_rows": len(dd["train"]), **score_settings, "seed": args.seed,
         }
+        save_portable(trainer.model, tokenizer, out, route, profile, args, result)
         finish_run(out, result)
     state.wait_for_everyone()
     if not result:

@@ -11,16 +11,22 @@ from __future__ import annotations
 from peft import PeftConfig, PeftModel
 from transformers import AutoTokenizer
 
+from workshop_utils.cards import local_copy
 from workshop_utils.recipes.qlora_llama3_sft import load_model
 from workshop_utils.routes import SFTRoute
 
 
+def sft_base_model(profile, adapter_dir):
+    """What to load as the adapter's base here: the hub id it records, or offline the workshop's local copy."""
+    return local_copy(PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path, offline=profile.offline)
+
+
 def load_sft_model(profile, adapter_dir):
     """The base model with an SFT LoRA adapter on top, trainable, and the tokenizer saved with the adapter."""
-    base_id = PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path  # the adapter records its base
+    base_id = sft_base_model(profile, adapter_dir)  # the adapter records its base by hub id
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # saved by 03, pad token already distinct from EOS
     # loaded as notebook 03 loads it: 4-bit NF4 on a GPU (QLoRA), float32 on a CPU (03 measured why)
-    route = SFTRoute("bnb" if profile.device == "cuda" else "unquantized", base_id, "the base of notebook 03's adapter")
+    route = SFTRoute("bnb" if profile.device == "cuda" else "dense", base_id, "the base of notebook 03's adapter")
     base, _ = load_model(route, profile, profile.sft_max_length)
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # 03 had to add a pad token
         base.resize_token_embeddings(len(tokenizer))
@@ -33,63 +39,62 @@ from workshop_utils.answers import generate_answers
 from workshop_utils.chat import SYSTEM_PROMPT, to_messages
 
 
-def make_pair(question, reference, own_answer, split):
+def make_pair(question, chosen, rejected, split):
     """One preference pair in TRL's conversational format (plus the split it belongs to)."""
     return {
         "prompt": to_messages(question, SYSTEM_PROMPT),
-        "chosen": [{"role": "assistant", "content": reference}],
-        "rejected": [{"role": "assistant", "content": own_answer}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
         "split": split,
     }
 
 
-def build_pairs(model, tokenizer, rows, *, split, max_new_tokens):
-    """Pairs for instruction/response rows: chosen = the reference, rejected = the model's greedy answer.
-
-    Returns the pairs and the model's answers they hold. A pair whose two answers are the same (or whose
-    model answer is empty) teaches nothing and is left out.
-    """
-    questions, references = list(rows["instruction"]), list(rows["response"])
-    answers = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens,
-                               system_prompt=SYSTEM_PROMPT, desc=f"{split}: the SFT model answers")
-    kept = [(q, ref, a) for q, ref, a in zip(questions, references, answers) if a.text.strip() and a.text.strip() != ref.strip()]
-    return [make_pair(q, ref, a.text, split) for q, ref, a in kept], [a for _, _, a in kept]
+def answer_twice(model, tokenizer, questions, *, max_new_tokens, repetition_penalty, desc):
+    """The model's answers to each question: plain greedy, and greedy with a repetition penalty (the guard)."""
+    greedy = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens,
+                              system_prompt=SYSTEM_PROMPT, desc=f"{desc}: plain greedy")
+    guarded = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens, system_prompt=SYSTEM_PROMPT,
+                               desc=f"{desc}: repetition penalty", repetition_penalty=repetition_penalty)
+    return greedy, guarded
 
 
-from workshop_utils.dpo import pair_logprobs, prompt_text
-from workshop_utils.answers import score_answers
+def build_pairs(questions, greedy, guarded, split, training_pairs=()):
+    """chosen = the guarded answer, rejected = the plain greedy one, where they differ and neither is empty.
+
+    Held-out pairs pass the ``training_pairs``: a held-out pair may share no answer with them (the model can
+    write the same generic answer to two questions, and a shared answer would be a leak)."""
+    seen = {text for p in training_pairs for text in (p["chosen"][0]["content"], p["rejected"][0]["content"])}
+    return [make_pair(q, guard.text, plain.text, split) for q, plain, guard in zip(questions, greedy, guarded)
+            if plain.text.strip() and guard.text.strip() and plain.text.strip() != guard.text.strip()
+            and not {plain.text, guard.text} & seen]
+
+
+from workshop_utils.answers import score_chat_model
 
 
 def preference_metrics(policy, reference, beta):
-    """Preference accuracy and mean reward margin of the policy against the reference, on the same pairs.
+    """Preference accuracy (margins > 0; a tie is not a preference, as in TRL) and the mean reward margin.
 
     ``policy`` and ``reference`` hold, for "chosen" and "rejected", one (sum of log-probabilities, tokens)
     per pair. reward = beta * (log pi - log pi_ref); margin = reward(chosen) - reward(rejected).
     """
     margins = [beta * ((pc - rc) - (pr - rr)) for (pc, _), (pr, _), (rc, _), (rr, _)
                in zip(policy["chosen"], policy["rejected"], reference["chosen"], reference["rejected"])]
-    prefers_reference = [pc / nc > pr / nr for (pc, nc), (pr, nr) in zip(policy["chosen"], policy["rejected"])]
-    return {
-        "preference_accuracy": sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / len(margins),
-        "reward_margin": sum(margins) / len(margins),
-        "prefers_reference": sum(prefers_reference) / len(prefers_reference),  # per-token likelihood, no reference
-    }
+    return {"preference_accuracy": sum(m > 0 for m in margins) / len(margins),
+            "reward_margin": sum(margins) / len(margins)}
 
 
-def score(model, tokenizer, pairs, *, beta, reference, max_new_tokens, desc, answers=None):
-    """Preference metrics on ``pairs`` (against ``reference`` log-probabilities; None = the model is the
-    reference), the NLL of the chosen answers, and the model's own greedy answers scored as in notebook 03
-    (``answers``: ones it already wrote for these questions; None = generate them)."""
-    logprobs = pair_logprobs(model, tokenizer, pairs, desc=desc)
-    chosen = logprobs["chosen"]
-    nll = -sum(s for s, _ in chosen) / sum(n for _, n in chosen)
-    questions = [prompt_text(p) for p in pairs]
-    references = [p["chosen"][-1]["content"] for p in pairs]
-    if answers is None:
-        answers = generate_answers(model, tokenizer, questions, max_new_tokens=max_new_tokens,
-                                   system_prompt=SYSTEM_PROMPT, desc=f"{desc}: answers")
-    return {**preference_metrics(logprobs, reference or logprobs, beta), **score_answers(answers, references, nll=nll),
-            "logprobs": logprobs, "answers": answers}
+def score(model, tokenizer, questions, references, *, profile, desc, greedy=None, guarded=None):
+    """The held-out answers scored as notebook 03 scores them (its decoding: the top-level figures) and under
+    plain greedy decoding (``"plain_greedy"``). ``greedy``/``guarded``: answers the model already wrote, plain
+    greedy and with the pairs' guard penalty (reused where that is 03's decoding too)."""
+    settings = dict(max_new_tokens=profile.max_new_tokens, desc=desc)
+    if profile.dpo_guard_penalty != profile.repetition_penalty:
+        guarded = None
+    as_03 = score_chat_model(model, tokenizer, questions, references, answers=guarded,
+                             repetition_penalty=profile.repetition_penalty, **settings)
+    plain = score_chat_model(model, tokenizer, questions, references, answers=greedy, nll=False, **settings)
+    return {**as_03, "plain_greedy": {k: plain[k] for k in ("rougeL", "eos_rate", "repetition", "decoding", "answers")}}
 
 
 from trl import DPOConfig

@@ -22,7 +22,7 @@ def nf4_compute_dtype(profile):
 
 
 def load_model(route, profile, max_length):
-    """(model, tokenizer) for the route: Unsloth 4-bit, transformers + bitsandbytes 4-bit, or unquantized."""
+    """(model, tokenizer) for the route: Unsloth 4-bit, transformers + bitsandbytes 4-bit, or dense 16/32-bit."""
     if route.name == "unsloth":
         from unsloth import FastLanguageModel
 
