@@ -24,13 +24,13 @@
 # from it: a large β makes every small change in log-probability count, so the loss is satisfied
 # with a small drift; a small β lets the policy move further.
 #
-# We measure, on pairs from **topics no training pair touches**:
+# We measure, on questions about **topics no training pair touches**:
 #
-# * **preference accuracy**: the share of held-out pairs whose reward margin is positive (the policy
-#   moved towards the chosen answer more than towards the rejected one);
-# * the mean **reward margin**;
-# * the SFT scores of notebook 03 (NLL of the reference answers, ROUGE-L, stop rate), to see what DPO
-#   did to the answers themselves.
+# * first, **the answers themselves**, scored by notebook 03's function (NLL of the reference answers,
+#   ROUGE-L, stop rate, looping), under 03's decoding and under plain greedy decoding, the behaviour the
+#   pairs are built to change;
+# * then, as training diagnostics, the mean **reward margin** and **preference accuracy** (the share of
+#   held-out pairs whose margin is positive) of the trained policy against the reference.
 #
 # This notebook starts from the adapter notebook 03 saved: **run 03 first** (same profile).
 
@@ -99,6 +99,8 @@ def load_sft_model(profile, adapter_dir):
         base.resize_token_embeddings(len(tokenizer))
     base.config.pad_token_id = base.generation_config.pad_token_id = tokenizer.pad_token_id
     model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
+    # the base as loaded here (peft reads its config when saving); the saved folder names the hub id again
+    model.peft_config["default"].base_model_name_or_path = base_id
     return model, tokenizer
 
 # %%

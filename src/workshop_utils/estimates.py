@@ -18,10 +18,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Training throughput in samples/s (classifier) on the reference hardware.
-# CPU numbers: 2-core x86 laptop-class machine, fp32, dynamic padding, max_length 128.
+# CPU rates: fitted on the reference machine (REFERENCE_PROBE below) to a smoke `workshop run-all` taken alone
+# on 2026-12-05 (325 s for the series; per notebook in docs/benchmarks.md): fixed cost, classifier training and
+# generation were re-fitted there, the SFT/DPO and NLL rates already matched. fp32, dynamic padding.
+# Training throughput in samples/s (classifier).
 CLF_TRAIN_SAMPLES_PER_S = {
-    ("cpu", "minilm"): 28.0,  # all-MiniLM-L6-v2, MRPC-length pairs
+    ("cpu", "minilm"): 36.0,  # all-MiniLM-L6-v2, MRPC-length pairs
     ("cpu", "bert-base"): 4.0,
     ("cuda", "minilm"): 900.0,
     ("cuda", "bert-base"): 250.0,  # T4 fp16; an A100/H100 is 3-6x faster
@@ -29,32 +31,34 @@ CLF_TRAIN_SAMPLES_PER_S = {
 CLF_EVAL_SAMPLES_PER_S = {"cpu": 90.0, "cuda": 2000.0}
 # SFT throughput in tokens/s (training), generation in new tokens/s per prompt (greedy, batched), and
 # teacher-forced scoring (answer NLL) in tokens/s. ("cpu", "small") is SmolLM2-135M-Instruct in float32 on
-# a 2-core machine (2026-12-02, docs/benchmarks.md): SFTTrainer ~190 tokens/s, batched generation ~40 new
-# tokens/s in all (4 prompts' worth of one-prompt speed), forward passes ~600 tokens/s.
+# a 2-core machine: SFTTrainer ~190 tokens/s, batched generation ~100 new tokens/s in all (4 prompts' worth
+# of one-prompt speed), forward passes ~600 tokens/s.
 SFT_TOKENS_PER_S = {("cpu", "small"): 190.0, ("cuda", "8b"): 1300.0}
-GEN_TOKENS_PER_S = {("cpu", "small"): 10.0, ("cuda", "8b"): 60.0}
+GEN_TOKENS_PER_S = {("cpu", "small"): 25.0, ("cuda", "8b"): 60.0}
 NLL_TOKENS_PER_S = {("cpu", "small"): 600.0, ("cuda", "8b"): 6000.0}
 LLM_TOKENS_PER_EXAMPLE = 130  # MedQuAD subset: system prompt + question + answer (data/medquad/README.md)
 # Fixed costs per notebook (imports, model loading, kernels starting), seconds.
-FIXED_S = {"cpu": 25.0, "cuda": 60.0}
+FIXED_S = {"cpu": 10.0, "cuda": 60.0}
 QUANT_STEPS = 2  # notebook 03 on a CPU: steps timed for float32 and for 4-bit NF4 side by side
 
 # The calibration probe (estimates_probe.run_probe) on the reference machine: the medians of 5 fresh probes
-# that `python -m workshop_utils.estimates --probe --runs 5` prints, on an idle machine (load average under
-# 0.3), pasted here with the date. NOT RECORDED YET: while this was written (2026-12-05, 15:04-15:50 UTC) the
-# 2-core machine ran teammates' training jobs at a 1-minute load of 3 to 14, so a probe would have timed those
-# jobs, not the machine. Until it is recorded, calibration() falls back to core-count scaling and says so.
-# The CPU rates above come from 2-core machines of more than one kind (docs/benchmarks.md): record the probe
-# on the machine that then runs `workshop run-all` (smoke), and re-fit the rates with `--check` (main()).
-REFERENCE_PROBE = {"train384_gflops": 0.0, "train576_gflops": 0.0, "matmul_gflops": 0.0, "decode_gflops": 0.0,
-                   "copy_gbs": 0.0, "python_mops": 0.0}
-REFERENCE_PROBE_WHEN = "not recorded yet"
+# that `python -m workshop_utils.estimates --probe --runs 5` prints on an idle machine, pasted here with the
+# date. The CPU rates above are re-fitted on the same machine from a `workshop run-all` (smoke) taken alone,
+# with `python -m workshop_utils.estimates --check` (docs/benchmarks.md); on any other machine every estimate
+# is scaled by its probe against these figures.
+REFERENCE_PROBE = {"train384_gflops": 258.31, "train576_gflops": 256.32, "matmul_gflops": 332.35, "decode_gflops": 62.06,
+                   "copy_gbs": 113.2, "python_mops": 8.36}
+REFERENCE_PROBE_WHEN = ("2026-12-05, 2-core Intel Xeon (AVX512-BF16, AMX), torch 2.13.0 with 2 threads, idle (load 0.42): "
+                        "`python -m workshop_utils.estimates --probe --runs 5`, medians")
 # which probe figures stand for each kind of work (several: their geometric mean)
 WORK_FIGURES = {
     "clf_train": ("train384_gflops",),  # MiniLM full fine-tuning
     "llm_train": ("train576_gflops",),  # SmolLM2 under LoRA: SFT, DPO
     "forward": ("matmul_gflops",),  # batched forward passes: classifier evaluation, answer NLL
-    "decode": ("decode_gflops",),  # greedy generation, a few rows at a time
+    # greedy generation: batches of 16 rows through the whole model, one token at a time, so matrix products
+    # and Python's per-token work. (The probe's 4-row output-layer product, decode_gflops, is memory-bound:
+    # on one core of the reference machine it fell to 0.26x while generation ran at 0.64x, 2026-12-05.)
+    "decode": ("matmul_gflops", "python_mops"),
     "fixed": ("python_mops", "copy_gbs"),  # imports, model loading, bookkeeping
 }
 SPEED_LIMITS = (0.05, 20.0)  # a probe ratio outside these is clipped: a glitch, not a machine
@@ -228,9 +232,10 @@ def series_estimate(profile) -> SeriesEstimate:
     gen = generation_seconds(profile, n_prompts) + nll_seconds(profile, n_scored)
     sft = sft_train_seconds(profile)
     n_pairs = min(profile.dpo_train_pairs, 3000 if profile.llm_train_rows is None else profile.llm_train_rows)
-    # 05: the SFT model answers the training and held-out questions (the pairs), both sides of every held-out
-    # pair are scored before and after, the DPO model answers the held-out questions again, and DPO trains
-    dpo = (generation_seconds(profile, 2 * n_prompts + n_pairs) + 2 * nll_seconds(profile, 4 * n_prompts)
+    # 05: the SFT model answers the training and held-out questions twice (plain greedy and guarded: the pairs),
+    # the held-out references' NLL and both sides of every held-out pair are scored before and after, the DPO
+    # model answers the held-out questions again under both decodings, and DPO trains
+    dpo = (generation_seconds(profile, 2 * n_pairs + 4 * n_prompts) + nll_seconds(profile, 6 * n_prompts)
            + dpo_train_seconds(profile))
     four_bit = 0.0 if profile.device == "cuda" else sft_train_seconds(profile, steps=2 * QUANT_STEPS) * 1.5 + fixed
     return SeriesEstimate(
@@ -239,7 +244,8 @@ def series_estimate(profile) -> SeriesEstimate:
             "01_baseline_evaluation": fixed + 2 * clf_eval + gen,
             "02_full_finetune_trainer": fixed + full_ft + lora_ft,
             "03_qlora_llama3_sft": fixed + sft + 2 * gen + four_bit,
-            "04_inference_pipeline": fixed + 3 * gen + clf_eval,
+            # 04: 3 pipeline answers, base and fine-tuned scored, the merge and its check, the merged model reloaded
+            "04_inference_pipeline": 2 * fixed + 2 * gen + generation_seconds(profile, 4) + clf_eval,
             "05_preference_dpo": fixed + dpo,
         },
         measured=profile.device == "cpu",

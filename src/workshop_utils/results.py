@@ -91,9 +91,15 @@ class Results:
                 if isinstance(value, dict) and "before" in value and "after" in value:
                     for metric, after in value["after"].items():
                         before = value["before"].get(metric)
+                        if metric in NOT_A_SCORE:
+                            continue
                         if isinstance(after, (int, float)) and isinstance(before, (int, float)):
                             pairs.append({"notebook": notebook, "what": key, "metric": metric, "before": before, "after": after})
         return pairs
+
+
+# recorded beside the scores, but not scores: how many questions were answered, the references' own looping rate
+NOT_A_SCORE = frozenset({"answered", "references_looping"})
 
 
 def _jsonable(obj: Any) -> Any:

@@ -32,6 +32,8 @@ def load_sft_model(profile, adapter_dir):
         base.resize_token_embeddings(len(tokenizer))
     base.config.pad_token_id = base.generation_config.pad_token_id = tokenizer.pad_token_id
     model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
+    # the base as loaded here (peft reads its config when saving); the saved folder names the hub id again
+    model.peft_config["default"].base_model_name_or_path = base_id
     return model, tokenizer
 
 
