@@ -332,7 +332,9 @@ def test_cli_writes_metrics_and_safetensors_adapter(resumed_run):
                 "peak_memory_bytes", "trainable_params", "route"):
         assert key in metrics, key
     for side in ("before", "after"):
-        assert set(metrics[side]) == {"nll", "rougeL", "eos_rate", "repetition"}
+        # what answers.score_chat_model returns, less the answers themselves
+        assert set(metrics[side]) == {"nll", "rougeL", "eos_rate", "repetition", "decoding", "answered", "references_looping"}
+        assert metrics[side]["decoding"].startswith("greedy, repetition penalty")
         assert 0 <= metrics[side]["rougeL"] <= 1 and 0 <= metrics[side]["eos_rate"] <= 1
         assert 0 < metrics[side]["nll"] < 20  # a random model's NLL is about ln(vocabulary) = 8
     assert metrics["route"] == "dense" and metrics["load_in_4bit"] is False
