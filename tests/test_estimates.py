@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from workshop_utils import WorkshopError, estimates, estimates_probe
+from workshop_utils import WorkshopError, estimates, estimates_check, estimates_probe
 from workshop_utils.profiles import make_profile
 from workshop_utils.runall import NotebookRun, write_summary
 
@@ -147,20 +147,20 @@ def test_check_compares_a_run_all_summary_with_the_estimates(probe, tmp_path, ca
     est = estimates.series_estimate(profile).per_notebook
     measured = {name: sec * 1.2 for name, sec in est.items()}
     md = write_run(tmp_path / "run-all" / "20261205-150000", profile, measured)
-    assert estimates.read_run_summary(tmp_path / "run-all") == ("smoke", pytest.approx(measured, abs=0.06))
-    rows = estimates.check_run(md)
+    assert estimates_check.read_run_summary(tmp_path / "run-all") == ("smoke", pytest.approx(measured, abs=0.06))
+    rows = estimates_check.check_run(md)
     assert [r[0] for r in rows] == list(est) and all(r[3] == pytest.approx(1.2, abs=0.01) for r in rows)
-    assert estimates.main(["--check", str(md)]) == 0
+    assert estimates_check.main(["--check", str(md)]) == 0
     assert "6 of 6 notebooks within 1.5x" in capsys.readouterr().out
     slow = {**measured, "03_qlora_llama3_sft": est["03_qlora_llama3_sft"] * 2}
-    assert estimates.main(["--check", str(write_run(tmp_path / "slow", profile, slow))]) == 1
+    assert estimates_check.main(["--check", str(write_run(tmp_path / "slow", profile, slow))]) == 1
     assert "OUTSIDE 1.5x" in capsys.readouterr().out
 
 
 def test_check_names_a_wrong_path(tmp_path, capsys):
     with pytest.raises(WorkshopError, match="summary.md"):
-        estimates.read_run_summary(tmp_path)
-    assert estimates.main(["--check", str(tmp_path / "nope.md")]) == 2
+        estimates_check.read_run_summary(tmp_path)
+    assert estimates_check.main(["--check", str(tmp_path / "nope.md")]) == 2
     assert "error:" in capsys.readouterr().err
 
 
