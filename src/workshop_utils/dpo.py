@@ -91,11 +91,6 @@ def load_pairs(path: Path | str) -> dict[str, list[dict[str, Any]]]:
     return by_split
 
 
-def prompt_text(pair: dict[str, Any]) -> str:
-    """The user's question of a pair (its last user message)."""
-    return next(m["content"] for m in reversed(pair["prompt"]) if m["role"] == "user")
-
-
 # --------------------------------------------------------------------------- scoring many pairs
 def pair_logprobs(model, tokenizer, pairs: Sequence[dict[str, Any]], *, batch_size: int = 8,
                   desc: str = "log-probabilities") -> dict[str, list[tuple[float, int]]]:
@@ -280,4 +275,4 @@ def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -
     return result
 
 
-__all__ = ["load_pairs", "write_pairs", "pair_logprobs", "margin_curve", "prompt_text", "add_arguments", "run"]
+__all__ = ["load_pairs", "write_pairs", "pair_logprobs", "margin_curve", "add_arguments", "run"]
