@@ -68,3 +68,20 @@ def test_json_writer_leaves_the_old_file_whole_when_a_write_fails(tmp_path):
         write_json_atomic(path, {"accuracy": object()})  # not JSON: fails before anything is replaced
     assert json.loads(path.read_text()) == {"accuracy": 0.8}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"], "a temporary file was left behind"
+
+
+def test_one_atomic_writer_for_text_and_bytes(tmp_path, monkeypatch):
+    from workshop_utils import paths
+
+    target = tmp_path / "sub" / "pairs.jsonl"
+    assert paths.write_atomic(target, "é\n") == target and target.read_text(encoding="utf-8") == "é\n"
+    paths.write_atomic(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+
+    def refuse(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(paths.os, "replace", refuse)
+    with pytest.raises(OSError):
+        paths.write_atomic(target, "new")
+    assert target.read_bytes() == b"\x00\x01" and [p.name for p in target.parent.iterdir()] == ["pairs.jsonl"]

@@ -172,7 +172,9 @@ def _make_json_portable(file: Path, base_name: str) -> None:
         data["base_model_name_or_path"] = base_name
         changed.append("base_model_name_or_path")
     if changed:
-        file.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from .paths import write_json_atomic
+
+        write_json_atomic(file, data, ensure_ascii=False)
 
 
 def machine_paths(folder: str | os.PathLike) -> list[str]:

@@ -18,12 +18,11 @@ A pairs file is JSON lines, one pair per line, in TRL's conversational preferenc
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import DataError, WorkshopError
-from .paths import check_output_dir, clear_previous_run, finish_run, write_json_atomic
+from .paths import check_output_dir, clear_previous_run, finish_run, write_atomic, write_json_atomic
 
 SPLITS = ("train", "test")
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -32,15 +31,8 @@ INTERRUPT_ENV = "WORKSHOP_DPO_INTERRUPT_AT_STEP"  # tests: stop after saving thi
 
 # --------------------------------------------------------------------------- pairs files
 def write_pairs(path: Path | str, pairs: Sequence[dict[str, Any]]) -> Path:
-    """Write pairs as JSON lines through a temporary file (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for pair in pairs:
-            f.write(json.dumps(pair, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write pairs as JSON lines, one pair a line, with :func:`paths.write_atomic` (never half a file)."""
+    return write_atomic(path, "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs))
 
 
 def _messages_ok(value: Any, roles: tuple[str, ...]) -> bool:

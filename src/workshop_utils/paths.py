@@ -160,10 +160,27 @@ def interrupt_after_checkpoint(env_name: str) -> list:
     return [Interrupt()]
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """The workshop's one JSON writer: a temporary file beside ``path``, then a rename, so a crash or a full
-    disk never leaves half a file where a reader (a later notebook, a resumed run) expects a whole one."""
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> Path:
+    """The workshop's one file writer: ``content`` (text is UTF-8) goes to a temporary file beside ``path``, then
+    a rename replaces ``path``, so a crash or a full disk never leaves half a file where a reader (a later notebook,
+    a resumed run) expects a whole one. Two writers at once: the last whole file wins. Returns ``path``."""
+    import tempfile
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int = 2, sort_keys: bool = False,
+                      ensure_ascii: bool = True, default=None) -> Path:
+    """``data`` as indented JSON (one trailing newline), written by :func:`write_atomic`."""
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii, default=default)
+    return write_atomic(path, text + "\n")

@@ -9,13 +9,12 @@ own entries.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from . import DataError, MissingArtifactError
+from .paths import write_json_atomic
 from .series import notebook as series_entry
 
 
@@ -74,12 +73,7 @@ class Results:
         return value
 
     def _write(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".results.", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=_jsonable)
-            fh.write("\n")
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, data, sort_keys=True, default=_jsonable)
 
     # ------------------------------------------------------------------ views
     def before_after_pairs(self) -> list[dict[str, Any]]:
