@@ -85,3 +85,29 @@ def test_one_atomic_writer_for_text_and_bytes(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         paths.write_atomic(target, "new")
     assert target.read_bytes() == b"\x00\x01" and [p.name for p in target.parent.iterdir()] == ["pairs.jsonl"]
+
+
+def test_one_main_process_check(monkeypatch):
+    from workshop_utils.paths import is_main_process
+
+    for var in ("RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert is_main_process()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not is_main_process()
+    monkeypatch.setenv("RANK", "0")  # the global rank decides when both are set
+    assert is_main_process()
+
+
+def test_one_crash_hook_stops_after_the_named_checkpoint(monkeypatch):
+    from types import SimpleNamespace
+
+    from workshop_utils.paths import interrupt_after_checkpoint
+
+    monkeypatch.delenv("WORKSHOP_TEST_STOP", raising=False)
+    assert interrupt_after_checkpoint("WORKSHOP_TEST_STOP") == []
+    monkeypatch.setenv("WORKSHOP_TEST_STOP", "2")
+    [hook] = interrupt_after_checkpoint("WORKSHOP_TEST_STOP")
+    hook.on_save(None, SimpleNamespace(global_step=1), None)  # an earlier checkpoint: training goes on
+    with pytest.raises(KeyboardInterrupt):
+        hook.on_save(None, SimpleNamespace(global_step=2), None)

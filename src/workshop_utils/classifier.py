@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 from . import WorkshopError
-from .paths import clear_previous_run, finish_run
+from .paths import clear_previous_run, finish_run, interrupt_after_checkpoint, is_main_process
 
-# Test hook: exit hard right after the checkpoint of this step is written (simulates a crash/kill).
-CRASH_ENV = "WORKSHOP_CLF_CRASH_AFTER_STEP"
+CRASH_ENV = "WORKSHOP_CLF_CRASH_AFTER_STEP"  # tests: stop after saving this step, as a crash would
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,12 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
-
-
 def _say(*parts) -> None:
-    if _is_main():
+    if is_main_process():
         print(*parts, flush=True)
 
 
@@ -148,7 +142,7 @@ def _load_task(args: argparse.Namespace, profile):
 def _build_trainer(args: argparse.Namespace, profile, dd, model_id: str, max_length: int):
     """Notebook 02's recipe (model, LoRA, arguments) around a ``Trainer``; returns (trainer, trainable parameters)."""
     import transformers
-    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainerCallback
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
     from .recipes import full_finetune_trainer as recipe
 
@@ -168,14 +162,6 @@ def _build_trainer(args: argparse.Namespace, profile, dd, model_id: str, max_len
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     encoded = dd.map(lambda batch: tokenizer(*[batch[c] for c in columns], truncation=True, max_length=max_length),
                      batched=True, remove_columns=columns)
-    crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
-
-    class CrashAfterSave(TrainerCallback):  # only armed by the test hook
-        def on_save(self, args_, state, control, **kwargs):
-            if crash_after and state.global_step >= crash_after:
-                print(f"[{CRASH_ENV}] stopping hard after checkpoint {state.global_step}", file=sys.stderr, flush=True)
-                os._exit(3)
-
     trainer = Trainer(
         model=model,
         args=command_training_args(args, profile, len(encoded["train"])),
@@ -184,7 +170,7 @@ def _build_trainer(args: argparse.Namespace, profile, dd, model_id: str, max_len
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),  # dynamic padding: each batch to its longest row
         compute_metrics=_compute_metrics,
-        callbacks=[CrashAfterSave()] if crash_after else [],
+        callbacks=interrupt_after_checkpoint(CRASH_ENV),  # tests only
     )
     return trainer, trainable
 
@@ -221,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         f"process(es), max_length {max_length}, evaluated every {a.eval_steps} steps (best kept)"
         f"{', LoRA' if args.lora else ''}; profile '{profile.name}' ({profile.device}/{profile.precision})"
     )
-    if args.overwrite and _is_main():
+    if args.overwrite and is_main_process():
         clear_previous_run(out)
     before = _scores(trainer.evaluate())
     _say(f"before fine-tuning: accuracy {before['accuracy']:.4f}, F1 {before['f1']:.4f}")
@@ -233,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     _say(f"after fine-tuning:  accuracy {after['accuracy']:.4f}, F1 {after['f1']:.4f}")
     peak = _largest_peak(int(m["peak_memory_bytes"]), a.world_size)
     trainer.save_model(str(out))  # main process only; safetensors (adapter only with --lora)
-    if trainer.is_world_process_zero():
+    if is_main_process():
         trainer.processing_class.save_pretrained(str(out))
         make_portable(out, model_id, title=f"{out.name}: paraphrase classifier ({'LoRA adapter' if args.lora else 'full fine-tune'})",
                       summary="Trained by `workshop train-classifier` on sentence pairs.", task="text-classification",

@@ -144,17 +144,27 @@ def finish_run(out: os.PathLike | str, record: dict) -> None:
         shutil.rmtree(checkpoint, ignore_errors=True)
 
 
+def is_main_process() -> bool:
+    """True in the one process that prints and writes: rank 0 under ``accelerate launch``/``torchrun`` (``$RANK``,
+    else ``$LOCAL_RANK``), and always in a plain run."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
 def interrupt_after_checkpoint(env_name: str) -> list:
-    """Trainer callbacks for the resume tests: when ``$env_name`` names a step, stop right after saving its
-    checkpoint, as a crash would (empty, and nothing changes, when the variable is unset)."""
+    """The test hook of every training command: Trainer callbacks that, when ``$env_name`` names a step, stop the
+    run right after saving that step's checkpoint, as a crash would (the command exits with 130). Empty, and
+    nothing changes, when the variable is unset."""
     stop_at = int(os.environ.get(env_name, "0") or 0)
     if not stop_at:
         return []
+    import sys
+
     from transformers import TrainerCallback
 
     class Interrupt(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             if state.global_step >= stop_at:
+                print(f"[{env_name}] stopping after checkpoint {state.global_step}", file=sys.stderr, flush=True)
                 raise KeyboardInterrupt
 
     return [Interrupt()]

@@ -25,7 +25,7 @@ from typing import Any
 from . import DataError, WorkshopError
 from .answers import parameter_counts, score_chat_model
 from .chat import SYSTEM_PROMPT, to_prompt_completion, truncation_report
-from .paths import METRICS_FILE, clear_previous_run, finish_run, write_json_atomic
+from .paths import METRICS_FILE, clear_previous_run, finish_run, is_main_process, write_json_atomic
 from .routes import SFTRoute, choose_route, use_torch_loss_on_cpu
 
 SEED = 42
@@ -97,15 +97,15 @@ def run(args) -> int:
     from accelerate import PartialState
 
     state = PartialState(cpu=profile.device == "cpu")
-    if args.overwrite and state.is_main_process:
+    if args.overwrite and is_main_process():
         clear_previous_run(out, also=("before.json",))
     state.wait_for_everyone()
     out.mkdir(parents=True, exist_ok=True)
     route = choose_route(profile, use_unsloth=not args.no_unsloth, model=resolve_model(args.model), load_in_4bit=args.load_in_4bit)
-    if state.is_main_process:
+    if is_main_process():
         print(route.describe())
     result = train_and_score(profile, route, dd, out, args, state)
-    if state.is_main_process:
+    if is_main_process():
         b, a = result["before"], result["after"]
         print(f"held-out NLL {b['nll']:.3f} -> {a['nll']:.3f}; ROUGE-L {b['rougeL']:.3f} -> {a['rougeL']:.3f}; "
               f"stop rate {b['eos_rate']:.0%} -> {a['eos_rate']:.0%}; looping {b['repetition']:.0%} -> {a['repetition']:.0%}; "
@@ -194,7 +194,7 @@ def score_base_once(state, out: Path, scores, model) -> dict[str, float]:
     # below, and the processes' barriers would pair up wrongly until two of them wait forever
     state.wait_for_everyone()
     if not resuming:
-        if state.is_main_process:  # LoRA B starts at zero, so the fresh peft model answers like the base model
+        if is_main_process():  # LoRA B starts at zero, so the fresh peft model answers like the base model
             write_json_atomic(before_file, scores(model, "base model"))
         state.wait_for_everyone()
     return json.loads(before_file.read_text(encoding="utf-8"))
@@ -211,7 +211,7 @@ def timed_train(trainer, out: Path, state, device: str) -> dict[str, Any]:
     tokens_before = 0
     if resume is not None:
         tokens_before = json.loads((resume / "trainer_state.json").read_text(encoding="utf-8")).get("num_input_tokens_seen", 0)
-        if state.is_main_process:
+        if is_main_process():
             print(f"resuming from {resume.name}")
     reset_peak_memory()
     start = time.perf_counter()
@@ -258,14 +258,14 @@ def train_and_score(profile, route: SFTRoute, dd, out: Path, args, state) -> dic
     before = score_base_once(state, out, scores, model)
     train = to_prompt_completion(dd["train"], args.system_prompt or None)
     trunc = truncation_report(tokenizer, train, config.max_length)
-    if state.is_main_process:
+    if is_main_process():
         print(f"max_length {config.max_length}: {trunc['truncated']} of {trunc['examples']} training examples "
               f"({trunc['share']:.1%}) are cut; the longest has {trunc['longest']} tokens")
     trainer = SFTTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer)
     cost = timed_train(trainer, out, state, profile.device)
     trainable, total = parameter_counts(trainer.model)
     result: dict[str, Any] = {}
-    if state.is_main_process:
+    if is_main_process():
         after = scores(trainer.model, "fine-tuned")
         result = {
             "before": before, "after": after,
