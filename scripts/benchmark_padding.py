@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         default_data_collator,
     )
 
-    from workshop_utils.metrics import compute_classification_metrics
+    from workshop_utils.recipes.full_finetune_trainer import compute_metrics
 
     transformers.logging.set_verbosity_error()
     model_id = args.model or profile.clf_model
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
                 ),
                 train_dataset=encoded["train"], eval_dataset=encoded["validation"],
                 processing_class=tokenizer, data_collator=r["collator"],
-                compute_metrics=compute_classification_metrics,
+                compute_metrics=compute_metrics,
             )
             start = time.perf_counter()
             out = trainer.train()

@@ -30,8 +30,22 @@ def test_majority_baseline_on_mrpc_like_balance():
 
 
 def test_compute_metrics_from_logits():
+    """Notebook 02's ``compute_metrics`` (its recipe): the one the notebook, the command and the scripts use."""
+    from workshop_utils.recipes.full_finetune_trainer import compute_metrics
+
     logits = np.array([[2.0, -1.0], [0.1, 0.9], [0.3, 0.2]])
-    assert metrics.compute_classification_metrics((logits, np.array([0, 1, 1])))["accuracy"] == pytest.approx(2 / 3)
+    scores = compute_metrics((logits, np.array([0, 1, 1])))
+    assert scores == pytest.approx({"accuracy": 2 / 3, "f1": 2 / 3})  # class 1: one of two found, no false alarm
+    assert compute_metrics(((logits, "hidden states"), np.array([0, 1, 1]))) == scores  # extra model outputs
+
+
+def test_compute_metrics_with_more_classes_is_macro_f1():
+    from workshop_utils.recipes.full_finetune_trainer import compute_metrics
+
+    labels, preds = np.array([0, 1, 2, 2]), np.array([0, 2, 2, 2])
+    scores = compute_metrics((np.eye(4)[preds], labels))  # four classes, the last never seen
+    per_class = [metrics.accuracy_f1((preds == c).astype(int), (labels == c).astype(int))["f1"] for c in range(4)]
+    assert scores == pytest.approx({"accuracy": 0.75, "f1": float(np.mean(per_class))})
 
 
 def test_rouge_l_offline():

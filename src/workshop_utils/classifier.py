@@ -86,23 +86,6 @@ def _scores(metrics: dict) -> dict[str, float]:
     return {k: round(float(metrics[f"eval_{k}"]), 4) for k in ("accuracy", "f1")}
 
 
-def _compute_metrics(eval_pred):
-    """Accuracy and F1: F1 of class 1 for two classes (as GLUE reports it), macro-F1 for more."""
-    import numpy as np
-
-    from .metrics import accuracy_f1
-
-    logits, labels = eval_pred
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    preds = np.argmax(logits, axis=-1)
-    n_classes = logits.shape[-1]
-    if n_classes <= 2:
-        return accuracy_f1(preds, labels)
-    f1s = [accuracy_f1((preds == c).astype(int), (labels == c).astype(int))["f1"] for c in range(n_classes)]
-    return {"accuracy": float(np.mean(preds == labels)), "f1": float(np.mean(f1s))}
-
-
 def command_training_args(args: argparse.Namespace, profile, train_rows: int):
     """Notebook 02's ``TrainingArguments`` recipe with the command line's choices, resumable."""
     from .recipes.full_finetune_trainer import classifier_training_args
@@ -169,7 +152,7 @@ def _build_trainer(args: argparse.Namespace, profile, dd, model_id: str, max_len
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),  # dynamic padding: each batch to its longest row
-        compute_metrics=_compute_metrics,
+        compute_metrics=recipe.compute_metrics,  # notebook 02's: evaluate's accuracy and F1
         callbacks=interrupt_after_checkpoint(CRASH_ENV),  # tests only
     )
     return trainer, trainable

@@ -22,30 +22,26 @@ _loaded: dict[str, Any] = {}
 def load_metric(name: str):
     """``evaluate.load(name)``, or offline the workshop's module of the same name, loaded from its folder.
 
-    Kept in memory (no cache files), so several processes of one run never wait on each other's locks.
+    Loaded once per process and kept in memory (no cache files), so several processes of one run never wait on
+    each other's locks.
     """
     import evaluate
 
     from .profiles import hub_status
 
+    if name in _loaded:
+        return _loaded[name]
     if not (LOCAL_METRICS / name / f"{name}.py").is_file():
         raise ValueError(f"no local module for metric {name!r}; available: "
                          + ", ".join(sorted(p.name for p in LOCAL_METRICS.iterdir() if (p / f"{p.name}.py").is_file())))
+    module = None
     if hub_status()[0]:
         try:
-            return evaluate.load(name, keep_in_memory=True)
+            module = evaluate.load(name, keep_in_memory=True)
         except Exception:  # the Hub answered the probe but not this request: the local module computes the same
             pass
-    return evaluate.load(str(LOCAL_METRICS / name), keep_in_memory=True)
-
-
-def classification_metric():
-    """``evaluate.combine`` of accuracy and F1 (GLUE MRPC reports both), loaded once per process."""
-    import evaluate
-
-    if "classification" not in _loaded:
-        _loaded["classification"] = evaluate.combine([load_metric("accuracy"), load_metric("f1")])
-    return _loaded["classification"]
+    _loaded[name] = module or evaluate.load(str(LOCAL_METRICS / name), keep_in_memory=True)
+    return _loaded[name]
 
 
 def accuracy_f1(predictions: Sequence[int], references: Sequence[int], positive: int = 1) -> dict[str, float]:
@@ -60,14 +56,6 @@ def accuracy_f1(predictions: Sequence[int], references: Sequence[int], positive:
     # F1 of ``positive`` against every other label, so it is defined for any number of classes
     return {"accuracy": float(accuracy_score(refs, preds)),
             "f1": float(f1_score(refs == positive, preds == positive, zero_division=0))}
-
-
-def compute_classification_metrics(eval_pred) -> dict[str, float]:
-    """``compute_metrics`` for ``Trainer``: logits -> argmax -> ``evaluate``'s accuracy and F1."""
-    logits, labels = eval_pred
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return classification_metric().compute(predictions=np.argmax(logits, axis=-1), references=labels)
 
 
 def majority_baseline(train_labels: Iterable[int], eval_labels: Sequence[int]) -> dict[str, float]:

@@ -59,6 +59,23 @@ def classifier_training_args(profile, output_dir, *, train_rows, lora=False, see
     )
 
 
+import numpy as np
+
+from workshop_utils.metrics import load_metric
+
+
+def compute_metrics(eval_pred):
+    """Accuracy and F1 (of class 1 with two classes, as GLUE reports it; macro-F1 with more), via `evaluate`."""
+    logits, labels = eval_pred
+    if isinstance(logits, tuple):  # some models return more than the logits
+        logits = logits[0]
+    predictions = np.argmax(logits, axis=-1)
+    n_classes = logits.shape[-1]
+    f1_options = {} if n_classes <= 2 else {"average": "macro", "labels": list(range(n_classes))}
+    return {**load_metric("accuracy").compute(predictions=predictions, references=labels),
+            **load_metric("f1").compute(predictions=predictions, references=labels, **f1_options)}
+
+
 from peft import LoraConfig, TaskType
 
 
