@@ -45,6 +45,7 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from workshop_utils import DataError  # noqa: E402
+from workshop_utils.tables import markdown_table  # noqa: E402
 
 FIELDS = ("instruction", "response", "focus", "qtype", "collection", "doc_id", "url")
 PLACEHOLDER = "<focus>"
@@ -346,10 +347,8 @@ def jsonl_bytes(rows: Iterable[dict[str, str]]) -> bytes:
 
 
 def _table(title: str, header: Sequence[str], lines: Iterable[Sequence[object]]) -> list[str]:
-    out = [f"| {title} | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
-    out += [f"| {name} | " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in values) + " |"
-            for name, *values in lines]
-    return out
+    shown = [[name, *(f"{v:,}" if isinstance(v, int) else v for v in values)] for name, *values in lines]
+    return markdown_table([title, *header], shown).splitlines()
 
 
 def counts_markdown(result: Build) -> str:

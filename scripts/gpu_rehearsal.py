@@ -403,6 +403,8 @@ def _cell(metrics: dict, key: str) -> str:
 
 def write_report(results: list[dict], args, folder: Path) -> tuple[Path, Path]:
     """gpu_rehearsal.json (everything) and gpu_rehearsal.md (one row per step) in ``folder``."""
+    from workshop_utils.tables import markdown_table
+
     folder.mkdir(parents=True, exist_ok=True)
     build = next((r["metrics"] for r in results if r["step"] == "build"), {})
     packages = {}
@@ -420,16 +422,15 @@ def write_report(results: list[dict], args, folder: Path) -> tuple[Path, Path]:
     shape = data["model_shape"]
     lines = [f"GPU rehearsal, pass {args.which}, {data['when']}: {data['gpu'] or 'GPU unknown'}; random model, "
              f"{shape['num_hidden_layers']} layers x hidden {shape['hidden_size']}, vocabulary {shape['vocab_size']:,}; "
-             f"{args.steps} SFT steps, {args.dpo_steps} DPO steps, {args.new_tokens} new tokens per answer", "",
-             "| step | what | status | seconds | peak GPU memory | train tokens/s | generate tokens/s | error |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{args.steps} SFT steps, {args.dpo_steps} DPO steps, {args.new_tokens} new tokens per answer", ""]
+    rows = []
     for r in results:
         peak = r["peak_gpu_memory_bytes"]
-        peak_text = "-" if peak is None else f"{peak / 2**30:.2f} GiB"
-        error = (r["error"] or "").replace("|", "/")
-        lines.append(f"| {r['step']} | {r['title']} | {r['status']} | {r['seconds']} | {peak_text} | "
-                     f"{_cell(r['metrics'], 'train_tokens_per_second')} | "
-                     f"{_cell(r['metrics'], 'generate_tokens_per_second')} | {error} |")
+        rows.append((r["step"], r["title"], r["status"], r["seconds"], "-" if peak is None else f"{peak / 2**30:.2f} GiB",
+                     _cell(r["metrics"], "train_tokens_per_second"), _cell(r["metrics"], "generate_tokens_per_second"),
+                     (r["error"] or "").replace("|", "/")))
+    lines.append(markdown_table(("step", "what", "status", "seconds", "peak GPU memory", "train tokens/s",
+                                 "generate tokens/s", "error"), rows))
     md_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return json_file, md_file
 

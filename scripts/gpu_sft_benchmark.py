@@ -235,6 +235,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
+    from workshop_utils.tables import markdown_table
+
     if not torch.cuda.is_available():
         print("error: gpu_sft_benchmark needs a CUDA GPU and none was found; run it on a GPU machine", file=sys.stderr)
         return 2
@@ -272,9 +274,7 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name(0)
     table = [f"QLoRA SFT step, LoRA r={args.lora_r} on all linear layers, sequence length {args.seq_len}, "
              f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up; {gpu}", "",
-             "| model | route | peak GPU memory | tokens/s | s/step | trainable params |",
-             "|---|---|---|---|---|---|"]
-    table += ["| " + " | ".join(r) + " |" for r in rows]
+             markdown_table(("model", "route", "peak GPU memory", "tokens/s", "s/step", "trainable params"), rows)]
     text = "\n".join(table)
     print("\n" + text)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

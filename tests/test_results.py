@@ -111,3 +111,10 @@ def test_one_crash_hook_stops_after_the_named_checkpoint(monkeypatch):
     hook.on_save(None, SimpleNamespace(global_step=1), None)  # an earlier checkpoint: training goes on
     with pytest.raises(KeyboardInterrupt):
         hook.on_save(None, SimpleNamespace(global_step=2), None)
+
+
+def test_one_markdown_table():
+    from workshop_utils.tables import markdown_table
+
+    assert markdown_table(("metric", "value"), [("f1", "0.5000"), ("n", 3)]) == (
+        "| metric | value |\n|---|---|\n| f1 | 0.5000 |\n| n | 3 |")

@@ -130,6 +130,8 @@ def write_model_card(folder: str | os.PathLike, *, title: str, summary: str, bas
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+    from .tables import markdown_table
+
     base = base_hub_id or hub_id(base_model)
     licence = license or base_license(base)
     derived, derived_tags = derived_weights(base_model)
@@ -142,11 +144,11 @@ def write_model_card(folder: str | os.PathLike, *, title: str, summary: str, bas
                                  metric_name=metric, metric_value=round(float(value), 4))
                       for metric, value in scores.items()],
     )
-    table = "\n".join(f"| {metric} | {value:.4f} |" for metric, value in scores.items())
+    table = markdown_table(("metric", "value"), [(metric, f"{value:.4f}") for metric, value in scores.items()])
     about = " ".join(s for s in (LICENSE_TEXT.get(licence, f"Licence: `{licence}`."), derived) if s)
     text = (f"---\n{data.to_yaml()}\n---\n\n# {title}\n\n{summary}\n\n"
             f"* base model: `{base or _shown(base_model)}`\n* data: `{dataset}`\n* made by: {made_by}\n\n{about}\n\n"
-            f"## Held-out results\n\n| metric | value |\n|---|---|\n{table}\n\n"
+            f"## Held-out results\n\n{table}\n\n"
             f"## Loading\n\n{_loading_text(name, base, base_model, library, task)}\n\n"
             "## Sharing\n\nLog in once in a terminal (`hf auth login`, never in a notebook cell), then "
             f"`model.push_to_hub(\"<your-name>/{name}\")` and `tokenizer.push_to_hub(\"<your-name>/{name}\")` "

@@ -1,4 +1,4 @@
-"""Reading data files and checking them, with one-line errors.
+"""Reading data files and checking them, with one-line errors; writing rows as a markdown table.
 
 Local files are csv, tsv (GLUE-style: tab-separated, *no* quoting, quote characters inside the text) or
 jsonl. Every malformed input becomes a :class:`DataError` whose message is one line naming the file, the
@@ -13,7 +13,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from . import DataError
 
@@ -243,3 +243,12 @@ def find_split_files(folder: Path | str) -> dict[str, Path]:
     if "train" not in found:
         raise DataError(f"{folder}: no train.tsv/.csv/.jsonl found; name the training file train.<ext>")
     return found
+
+
+# --------------------------------------------------------------------------- writing tables
+def markdown_table(header: Sequence[object], rows: Iterable[Sequence[object]]) -> str:
+    """The workshop's one markdown table: ``| a | b |`` lines under a ``|---|---|`` rule, each cell as ``str()``
+    (format numbers before; a ``|`` inside a cell is the caller's to replace)."""
+    lines = ["| " + " | ".join(str(c) for c in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
