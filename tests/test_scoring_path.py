@@ -8,9 +8,10 @@ import pytest
 from conftest import ROOT
 
 SOURCES = ROOT / "notebooks" / "_sources"
-SCORING_NOTEBOOKS = ["01_baseline_evaluation", "03_qlora_llama3_sft", "04_inference_pipeline", "05_preference_dpo"]
+SCORING_NOTEBOOKS = ["01_baseline_evaluation", "03_qlora_llama3_sft", "04_inference_pipeline", "05_preference_dpo",
+                     "06_rag_vs_finetune"]
 # the metric functions themselves: only answers.py (the scoring function) and metrics.py (their home) may call them
-METRIC_CALLS = re.compile(r"\b(rouge_l|eos_rate|repetition_rate|score_answers)\(")
+METRIC_CALLS = re.compile(r"\b(rouge_l|eos_rate|repetition_rate|score_answers|semantic_similarity)\(")
 # a stop rate counted by hand from a pipeline's answers (how 04 once scored them)
 HAND_SCORING = re.compile(r"sum\(s for _, s in|sum\(stopped")
 

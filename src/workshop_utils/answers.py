@@ -93,7 +93,7 @@ def decoding_name(repetition_penalty: float = 1.0) -> str:
 def score_chat_model(model, tokenizer, questions: Sequence[str], references: Sequence[str], *, max_new_tokens: int,
                      repetition_penalty: float = 1.0, answered: int | None = None, answers: Sequence[Answer] | None = None,
                      nll: bool = True, system_prompt: str | None = SYSTEM_PROMPT, batch_size: int = 16,
-                     desc: str = "scoring") -> dict:
+                     desc: str = "scoring", per_question: bool = False, similarity_encoder=None) -> dict:
     """The workshop's one way to score a chat model on held-out questions; every notebook and command calls it.
 
     * ``nll``: the mean NLL of the reference answers over *all* ``questions`` (teacher-forced, :func:`answer_nll`);
@@ -102,7 +102,10 @@ def score_chat_model(model, tokenizer, questions: Sequence[str], references: Seq
     * ROUGE-L, stop rate (``eos_rate``) and looping (``repetition``) of those answers, from :func:`score_answers`;
     * ``decoding`` names the decoding (write it in the table's caption), ``answered`` how many were answered,
       ``references_looping`` the looping rule applied to those questions' reference answers (the level
-      human answers reach: a model's rate means something only beside it), ``answers`` the answers themselves.
+      human answers reach: a model's rate means something only beside it), ``answers`` the answers themselves;
+    * with ``per_question``, ``nll_per_question``: each reference answer's mean NLL per token (for the spread);
+    * with a sentence-transformers ``similarity_encoder``, ``similarity``: SemScore of the answers
+      (:func:`workshop_utils.metrics.semantic_similarity`).
     """
     n = len(questions) if answered is None else min(answered, len(questions))
     if answers is None:
@@ -111,11 +114,18 @@ def score_chat_model(model, tokenizer, questions: Sequence[str], references: Seq
                                    repetition_penalty=repetition_penalty)
     elif len(answers) != n:
         raise ValueError(f"{len(answers)} answers given for {n} questions")
-    value = (answer_nll(model, tokenizer, questions, references, system_prompt=system_prompt, desc=f"{desc}: NLL")
-             if nll else None)
-    from .metrics import repetition_rate
+    value, extra = None, {}
+    if nll:
+        pairs = [answer_token_ids(tokenizer, q, a, system_prompt) for q, a in zip(questions, references)]
+        scored = answer_logprobs(model, tokenizer, pairs, desc=f"{desc}: NLL")
+        value = -sum(s for s, _ in scored) / max(1, sum(k for _, k in scored))
+        if per_question:
+            extra["nll_per_question"] = [-s / max(1, k) for s, k in scored]
+    from .metrics import repetition_rate, semantic_similarity
 
-    return {**score_answers(answers, references[:n], nll=value), "decoding": decoding_name(repetition_penalty),
+    if similarity_encoder is not None:
+        extra["similarity"] = semantic_similarity([a.text for a in answers], references[:n], similarity_encoder)
+    return {**score_answers(answers, references[:n], nll=value), **extra, "decoding": decoding_name(repetition_penalty),
             "answered": n, "references_looping": repetition_rate(references[:n]), "answers": list(answers)}
 
 

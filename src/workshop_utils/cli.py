@@ -6,6 +6,7 @@
     workshop train-classifier ...    fine-tune a classifier (Trainer, optional LoRA); accelerate-ready
     workshop sft ...                 QLoRA/LoRA supervised fine-tuning of a chat model (TRL SFTTrainer)
     workshop dpo ...                 preference tuning (DPO) of notebook 03's adapter (TRL DPOTrainer)
+    workshop rag ...                 base and SFT models, with and without retrieved passages, on held-out questions
     workshop run-all                 execute every notebook in order and write a summary
 """
 
@@ -23,6 +24,7 @@ COMMANDS = {
     "train-classifier": ("workshop_utils.classifier", "fine-tune a sequence classifier with Trainer (optionally LoRA)"),
     "sft": ("workshop_utils.sft", "supervised fine-tuning of a chat model with TRL SFTTrainer (QLoRA/LoRA)"),
     "dpo": ("workshop_utils.dpo", "preference tuning with DPO on top of an SFT adapter (TRL DPOTrainer)"),
+    "rag": ("workshop_utils.rag", "retrieval vs fine-tuning: four systems scored on the same held-out questions"),
     "run-all": ("workshop_utils.runall", "execute every notebook in order, headless, and write a summary"),
 }
 

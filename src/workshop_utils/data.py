@@ -9,6 +9,7 @@ pairs); instruction sets have an instruction and a response field. Bad input rai
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -132,11 +133,13 @@ def load_instruction_files(
     test_fraction: float = 0.15,
     max_rows: dict[str, int | None] | None = None,
     seed: int = 0,
+    extra_fields: Sequence[str] = (),
 ):
     """Instruction/response pairs from jsonl/csv/tsv into a DatasetDict with ``train`` and ``test``.
 
     One file is split here so that no instruction is shared between the splits; two files are checked
-    for shared instructions and for shared answers. Output columns are always ``instruction`` and ``response``.
+    for shared instructions and for shared answers. Output columns are ``instruction`` and ``response``, plus
+    each of ``extra_fields`` (e.g. ``focus``, the topic) as text, empty where a row lacks it.
     """
     from datasets import Dataset, DatasetDict
 
@@ -155,7 +158,8 @@ def load_instruction_files(
                     raise DataError(f"{table.where(index, f)}: expected text, got {type(row[f]).__name__}")
 
     def pairs(table: Table) -> list[dict[str, str]]:
-        return [{"instruction": r[instruction_field].strip(), "response": r[response_field].strip()} for r in table.rows]
+        return [{"instruction": r[instruction_field].strip(), "response": r[response_field].strip(),
+                 **{f: str(r.get(f) or "").strip() for f in extra_fields}} for r in table.rows]
 
     if "test" in tables:
         check_no_overlap(tables["train"], tables["test"], [instruction_field])
@@ -204,7 +208,8 @@ def load_instruction_task(profile=None, *, source: str | None = None, fields: Se
     return _load_hub_instructions(source, fields, **kwargs)
 
 
-def _load_hub_instructions(source: str, fields: Sequence[str], *, max_rows=None, seed: int = 0, test_fraction: float = 0.15):
+def _load_hub_instructions(source: str, fields: Sequence[str], *, max_rows=None, seed: int = 0, test_fraction: float = 0.15,
+                           extra_fields: Sequence[str] = ()):
     from datasets import Dataset, DatasetDict, load_dataset
 
     try:
@@ -218,7 +223,8 @@ def _load_hub_instructions(source: str, fields: Sequence[str], *, max_rows=None,
         if f not in raw.column_names:
             raise DataError(f"{source}: missing field '{f}' (found: {', '.join(raw.column_names)}); pass the right field names")
     rows = [
-        {"instruction": str(r[fields[0]]).strip(), "response": str(r[fields[1]]).strip()}
+        {"instruction": str(r[fields[0]]).strip(), "response": str(r[fields[1]]).strip(),
+         **{f: str(r.get(f) or "").strip() for f in extra_fields}}
         for r in raw
         if r[fields[0]] and r[fields[1]]
     ]
@@ -230,6 +236,61 @@ def _load_hub_instructions(source: str, fields: Sequence[str], *, max_rows=None,
             "test": Dataset.from_list(_subset(test, limits.get("test"), seed)),
         }
     )
+
+
+# --------------------------------------------------------------------------- retrieval corpora
+_POSSESSIVE = re.compile(r"['\u2019]s\b")
+_NOT_WORD = re.compile(r"[^\w\s]|_")
+_WORD = re.compile(r"\w+")
+LEAK_SHARE = 0.5  # a passage holding more than this share of a held-out answer's word 5-grams leaks it
+
+
+def topic_key(focus: str) -> str:
+    """The topic a focus names: lowercase, without possessive 's and punctuation ("Parkinson's Disease" ->
+    "parkinson disease"). scripts/build_medquad.py groups held-out topics by it; recall@k matches by it."""
+    return " ".join(_NOT_WORD.sub(" ", _POSSESSIVE.sub("", focus.lower())).split())
+
+
+def _grams(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))} if words else set()
+
+
+def leaking_passages(passages: Sequence[str], answers: Sequence[str], share: float = LEAK_SHARE) -> list[tuple[int, int]]:
+    """(passage index, answer index) for every passage holding more than ``share`` of an answer's word 5-grams
+    (case ignored): a held-out answer, or most of it, that retrieval could paste into the prompt."""
+    owners: dict[tuple[str, ...], list[int]] = {}
+    answer_grams = [_grams(a) for a in answers]
+    for j, grams in enumerate(answer_grams):
+        for g in grams:
+            owners.setdefault(g, []).append(j)
+    leaks = []
+    for i, passage in enumerate(passages):
+        hits: dict[int, int] = {}
+        for g in _grams(passage):
+            for j in owners.get(g, ()):
+                hits[j] = hits.get(j, 0) + 1
+        leaks += [(i, j) for j, n in sorted(hits.items()) if n > share * len(answer_grams[j])]
+    return leaks
+
+
+def load_corpus(path: Path | str, held_out=None) -> list[dict[str, str]]:
+    """Passages to retrieve from: a jsonl/csv/tsv file whose rows carry the passage in ``text`` (and may carry
+    ``focus``, the topic). With ``held_out`` (rows with ``response``, from a file), a passage that holds a held-out
+    answer is refused: a one-line error naming both rows."""
+    table = read_table(path)
+    require_columns(table, ["text"], what="field", options="a corpus row needs its passage in 'text'")
+    for index, row in enumerate(table.rows):
+        for f in ("text", "focus"):
+            if f in row and row[f] is not None and not isinstance(row[f], str):
+                raise DataError(f"{table.where(index, f)}: expected text, got {type(row[f]).__name__}")
+    rows = [{"text": r["text"].strip(), "focus": (r.get("focus") or "").strip()} for r in table.rows]
+    if held_out is not None:
+        answers = list(held_out["response"])
+        for i, j in leaking_passages([r["text"] for r in rows], answers)[:1]:
+            raise DataError(f"{table.where(i, 'text')}: holds most of held-out answer {j + 1} "
+                            f"({answers[j][:60]!r}...); remove the passage: a held-out answer must never be retrievable")
+    return rows
 
 
 def describe(dd, text_columns: Iterable[str] | None = None) -> str:

@@ -179,6 +179,22 @@ def nll_seconds(profile, n_rows: int) -> float:
     return n_rows * LLM_TOKENS_PER_EXAMPLE / NLL_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile, "forward")
 
 
+# notebook 06 / `workshop rag`: passages embedded per second by all-MiniLM-L6-v2 (cpu, 60-word passages), and
+# the prompt tokens retrieval adds per passage (a 60-word passage, its question line and its number)
+ENCODE_PASSAGES_PER_S = {"cpu": 95.0, "cuda": 2000.0}
+RAG_TOKENS_PER_PASSAGE = 95
+RAG_CORPUS_PASSAGES = 2086  # data/medquad-corpus/corpus.jsonl
+
+
+def rag_seconds(profile, n_scored: int, n_answered: int, extra_tokens: float | None = None) -> float:
+    """Four systems scored (06): base and SFT on the questions, then with ``extra_tokens`` of passages in each
+    prompt (default: the profile's k passages), which lengthen every teacher-forced row and every generation step."""
+    extra = profile.rag_k * RAG_TOKENS_PER_PASSAGE if extra_tokens is None else extra_tokens
+    plain = nll_seconds(profile, n_scored) + generation_seconds(profile, n_answered)
+    longer = (LLM_TOKENS_PER_EXAMPLE + extra) / LLM_TOKENS_PER_EXAMPLE
+    return 2 * plain + 2 * (nll_seconds(profile, n_scored) * longer + generation_seconds(profile, n_answered) * longer ** 0.5)
+
+
 def human(seconds: float) -> str:
     if seconds < 60:
         return f"~{max(1, round(seconds))} s"
@@ -246,6 +262,9 @@ def series_estimate(profile) -> SeriesEstimate:
             # 04: 3 pipeline answers, base and fine-tuned scored, the merge and its check, the merged model reloaded
             "04_inference_pipeline": 2 * fixed + 2 * gen + generation_seconds(profile, 4) + clf_eval,
             "05_preference_dpo": fixed + dpo,
+            # 06: the encoder embeds the corpus (cached for the next run), four systems scored
+            "06_rag_vs_finetune": fixed + RAG_CORPUS_PASSAGES / ENCODE_PASSAGES_PER_S[profile.device] * _scale(profile, "forward")
+            + rag_seconds(profile, n_scored, n_prompts),
         },
         measured=profile.device == "cpu",
     )

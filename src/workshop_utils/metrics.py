@@ -83,6 +83,34 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
+def semantic_similarity(predictions: Sequence[str], references: Sequence[str], encoder) -> float:
+    """SemScore (Aynetdinov & Akbik, 2024): the mean cosine similarity of each answer's sentence embedding to
+    its reference's, from a sentence-transformers ``encoder`` (the paper uses all-mpnet-base-v2; the workshop
+    uses the all-MiniLM-L6-v2 it ships). 1 = same meaning as far as the encoder can tell; an empty answer
+    counts as 0."""
+    if not predictions:
+        return 0.0
+    vectors = encoder.encode(list(predictions) + list(references), normalize_embeddings=True, convert_to_numpy=True,
+                             show_progress_bar=False)
+    answers, refs = vectors[: len(predictions)], vectors[len(predictions):]
+    cosines = (answers * refs).sum(axis=1)
+    return float(np.mean([c if p.strip() else 0.0 for c, p in zip(cosines, predictions)]))
+
+
+def paired_difference(after: Sequence[float], before: Sequence[float], *, resamples: int = 2000,
+                      seed: int = 0) -> dict[str, float]:
+    """The mean per-question change ``after - before`` with a 95% bootstrap interval (questions resampled,
+    seeded) and the share of questions whose value went down."""
+    diff = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    if diff.size == 0:
+        raise ValueError("no questions to compare")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "share_lower": float((diff < 0).mean()),
+            "questions": int(diff.size)}
+
+
 def peak_memory_bytes(device: str | None = None) -> int:
     """Peak GPU memory allocated by torch on CUDA; otherwise the process's peak resident set size."""
     import torch

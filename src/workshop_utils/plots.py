@@ -138,3 +138,31 @@ def reward_margins(curve: Mapping[str, Sequence[float]], title: str = "DPO: rewa
     ax.set_title(title)
     fig.tight_layout()
     return _finish(fig, save_to)
+
+
+def rag_systems(nll_per_question: Mapping[str, Sequence[float]], similarity: Mapping[str, float],
+                title: str = "Retrieval and fine-tuning", save_to=None):
+    """Notebook 06: each system's per-question NLL of the references (boxes, the mean as a dot; lower is better)
+    and its answers' SemScore (bars; higher is better)."""
+    plt = _plt()
+    names = list(nll_per_question)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.4, 3.2), gridspec_kw={"width_ratios": [3, 2]})
+    left.boxplot([list(nll_per_question[n]) for n in names], showfliers=False)
+    left.plot(range(1, len(names) + 1), [sum(v) / len(v) for v in nll_per_question.values()], "o", color="tab:red",
+              label="mean")
+    left.set_xticks(range(1, len(names) + 1))
+    left.set_xticklabels(names, fontsize=8)
+    left.set_ylabel("NLL per token of the reference")
+    left.set_title("reference answers (lower is better)", fontsize=9)
+    left.legend(fontsize=8)
+    bars = right.bar(range(len(names)), [similarity[n] for n in names], color="tab:green")
+    for bar, name in zip(bars, names):
+        right.annotate(f"{similarity[name]:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                       ha="center", va="bottom", fontsize=8)
+    right.set_xticks(range(len(names)))
+    right.set_xticklabels(names, fontsize=8, rotation=20)
+    right.set_ylim(0, 1.05)
+    right.set_title("answers: SemScore (higher is better)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, save_to)

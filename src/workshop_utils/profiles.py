@@ -121,6 +121,11 @@ class Profile:
     dpo_beta: float
     dpo_guard_penalty: float  # repetition penalty of the chosen answers in 05's pairs (rejected: plain greedy)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # retrieval (notebook 06; `workshop rag`): passages to retrieve from, the sentence encoder that embeds them
+    # (dense retrieval, and the answers' semantic similarity to the references), passages put in each prompt
+    rag_corpus: str = ""
+    rag_encoder: str = MINILM_HUB
+    rag_k: int = 3
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -167,6 +172,7 @@ class Profile:
             ("LLM rows (train/eval/answered)", f"{rows_txt(self.llm_train_rows)} / {rows_txt(self.llm_eval_rows)} / {rows_txt(self.llm_generate_rows)}"),
             ("SFT recipe", f"{self.sft_max_steps} steps, max_length {self.sft_max_length}, LoRA r={self.lora_r} alpha={self.lora_alpha}"),
             ("scoring answers", f"greedy, repetition penalty {self.repetition_penalty:g}, at most {self.max_new_tokens} new tokens"),
+            ("retrieval (06)", f"top {self.rag_k} passages of {_short(self.rag_corpus)} by {_short(self.rag_encoder)} (dense)"),
             ("DPO recipe", f"{self.dpo_train_pairs} training pairs, {self.dpo_max_steps} steps, beta {self.dpo_beta:g}, lr {self.dpo_learning_rate:g}"),
             ("expected time, whole series", est.total_text()),
         ]
@@ -270,15 +276,13 @@ def gpu_precision() -> str:
 def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
     """The settings of profile ``name`` on a machine with/without CUDA and hub."""
     if name not in PROFILE_NAMES:
-        raise WorkshopError(
-            f"unknown profile {name!r}: WORKSHOP_PROFILE must be one of {', '.join(PROFILE_NAMES)} (or unset to detect)"
-        )
+        raise WorkshopError(f"unknown profile {name!r}: WORKSHOP_PROFILE must be one of {', '.join(PROFILE_NAMES)} (or unset to detect)")
     from .paths import data_dir
 
     medquad = data_dir() / "medquad"  # real MedQuAD, held out by topic (data/medquad/README.md)
-    device = "cuda" if cuda else "cpu"
-    precision = gpu_precision() if cuda else "fp32"
-    common: dict[str, Any] = dict(name=name, reason=reason, device=device, precision=precision)
+    common: dict[str, Any] = dict(name=name, reason=reason, device="cuda" if cuda else "cpu",
+                                  precision=gpu_precision() if cuda else "fp32",
+                                  rag_corpus=str(data_dir() / "medquad-corpus" / "corpus.jsonl"))
 
     if name == "gpu":
         if not cuda:
@@ -325,6 +329,7 @@ def make_profile(name: str, reason: str, *, cuda: bool, hub: bool) -> Profile:
         llm_model=str(smollm2_path()), llm_model_bnb=str(smollm2_path()), llm_data=str(medquad),
         llm_fields=("instruction", "response"),
         **(SMOLLM2_SMOKE if smoke else SMOLLM2_RECIPE),
+        rag_encoder=str(minilm_path()),
         notes=OFFLINE_NOTES,
     )
 

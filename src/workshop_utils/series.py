@@ -35,6 +35,7 @@ SERIES: tuple[Notebook, ...] = (
     Notebook("03_qlora_llama3_sft", "QLoRA supervised fine-tuning of a chat model with TRL", command="sft"),
     Notebook("04_inference_pipeline", "inference: pipelines, adapters, merging, throughput, a live demo"),
     Notebook("05_preference_dpo", "preference tuning with DPO", command="dpo"),
+    Notebook("06_rag_vs_finetune", "retrieval vs fine-tuning on the same unseen topics", command="rag"),
 )
 
 
