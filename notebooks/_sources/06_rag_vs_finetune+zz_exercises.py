@@ -42,23 +42,24 @@ print(f"recall@{K}: BM25 {recall_at_k(deep_bm25, held_out['focus'], corpus['focu
 # %% [markdown]
 # **3 (hard) · Facts, or just medical words?** Retrieval lowered the NLL of the reference answers. Maybe any
 # medical text in the prompt would do that. Build a control: give each of the first `answered` questions the
-# passages retrieved for *another* question about a different topic, and measure the SFT model's NLL of the
-# references with `answer_nll`, beside no passages and the right passages (same questions).
+# passages retrieved for *another* question about a different topic, measure the SFT model's per-question NLL
+# of the references with `answer_nll_per_question`, and compare it, question by question (`paired_difference`),
+# with the SFT model's NLL without passages and with the right ones (`scores["sft"]` and `scores["sft_rag"]`).
 
 # %% tags=["solution"]
-from workshop_utils.answers import answer_nll
+from workshop_utils.answers import answer_nll_per_question
 
 first = list(range(answered))
 wrong = []
 for i in first:  # the next question (cyclically) about another topic lends its passages
-    j = next(j % len(questions) for j in range(i + 1, i + len(questions)) if held_out["focus"][j % len(questions)] != held_out["focus"][i])
+    j = next(j % len(questions) for j in range(i + 1, i + len(questions))
+             if topic_key(held_out["focus"][j % len(questions)]) != topic_key(held_out["focus"][i]))
     wrong.append(with_passages(questions[i], [passages[p] for p in dense_hits[j][:K]]))
-control = {
-    "no passages": answer_nll(model, tokenizer, [questions[i] for i in first], [references[i] for i in first]),
-    "passages of another topic": answer_nll(model, tokenizer, wrong, [references[i] for i in first]),
-    "retrieved passages": answer_nll(model, tokenizer, [rag_questions[i] for i in first], [references[i] for i in first]),
-}
-for name, value in control.items():
-    print(f"SFT model, {len(first)} questions, {name}: NLL of the references {value:.3f}")
-# If the wrong-topic passages lower the NLL too, part of the gain is the register of medical prose; the
-# difference between the last two rows is what the facts about the right disease add.
+wrong_nll = answer_nll_per_question(model, tokenizer, wrong, [references[i] for i in first], desc="passages of another topic")
+alone = scores["sft"]["nll_per_question"][:answered]
+for label, values in (("passages of another topic", wrong_nll), ("retrieved passages", scores["sft_rag"]["nll_per_question"][:answered])):
+    g = paired_difference(values, alone)
+    print(f"SFT model, {answered} questions, {label} instead of none: NLL {g['mean']:+.3f} per question "
+          f"({g['low']:+.3f} to {g['high']:+.3f})")
+# If the wrong-topic passages lower the NLL too, part of the gain is the register of medical prose; what the
+# right passages add beyond that is what the facts about the right disease bring.

@@ -65,14 +65,15 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 # %%
 from datasets import load_dataset
 
-from workshop_utils.data import load_corpus, load_instruction_task
+from workshop_utils.data import load_corpus, load_instruction_task, topic_key
 
 held_out = load_instruction_task(profile, extra_fields=("focus",))["test"]
 load_corpus(profile.rag_corpus, held_out=held_out)  # one-line errors: a missing 'text', a leaked answer
 corpus = load_dataset("json", data_files=profile.rag_corpus, split="train")
 questions, references = list(held_out["instruction"]), list(held_out["response"])
 passages = list(corpus["text"])
-print(f"{len(questions)} held-out questions about {len(set(held_out['focus']))} topics; {len(passages):,} passages "
+print(f"{len(questions)} held-out questions about {len({topic_key(f) for f in held_out['focus']})} diseases and conditions "
+      f"(normalised focus); {len(passages):,} passages "
       f"to retrieve from, for example:\n\n{passages[0]}")
 
 # %% [markdown]
@@ -319,7 +320,24 @@ for i in range(min(2, answered)):
 # %% [markdown]
 # ## What the figures say
 #
-# Read the table by rows, and the two lines under it by their intervals:
+# First the comparisons that matter, from this run: each change is per question (the same questions, so the
+# spread of the differences is what counts), with its 95% bootstrap interval.
+
+# %%
+tuned = paired_difference(scores["sft"]["nll_per_question"], scores["base"]["nll_per_question"])
+both = paired_difference(scores["sft_rag"]["nll_per_question"], scores["base"]["nll_per_question"])
+extra_tokens = (sum(lengths[f"with {K} passages"]) - sum(lengths["question only"])) / len(questions)
+for label, g in (("fine-tuning alone", tuned), ("retrieval alone", gains["base"]), ("retrieval on top of SFT", gains["sft"]),
+                 ("both, against the base model", both)):
+    print(f"NLL of the references, {label:<29} {g['mean']:+.3f} per question ({g['low']:+.3f} to {g['high']:+.3f})")
+for key, label in (("eos_rate", "stop rate"), ("repetition", "looping"), ("similarity", "SemScore"), ("rougeL", "ROUGE-L")):
+    shown = ", ".join(f"{NAMES[s]} {scores[s][key]:.0%}" if key in ("eos_rate", "repetition") else f"{NAMES[s]} {scores[s][key]:.3f}"
+                      for s in SYSTEMS)
+    print(f"{label:<10} {shown}")
+print(f"cost of retrieval: {extra_tokens:.0f} more prompt tokens per question, read again for every answer")
+
+# %% [markdown]
+# Read them as follows:
 #
 # * **NLL of the references.** Fine-tuning moved it by teaching MedQuAD's *way* of answering; if retrieval
 #   moves it further, for the base model *and* for the SFT model, and the bootstrap interval stays below

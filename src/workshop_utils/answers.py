@@ -191,6 +191,14 @@ def answer_logprobs(model, tokenizer, token_pairs: Sequence[tuple[list[int], lis
     return out
 
 
+def answer_nll_per_question(model, tokenizer, instructions: Sequence[str], references: Sequence[str], *,
+                            batch_size: int = 8, system_prompt: str | None = SYSTEM_PROMPT, desc: str = "NLL") -> list[float]:
+    """Each reference answer's mean NLL per token (EOS included) given its instruction: what
+    ``score_chat_model(..., per_question=True)`` returns as ``nll_per_question``."""
+    pairs = [answer_token_ids(tokenizer, q, a, system_prompt) for q, a in zip(instructions, references)]
+    return [-s / max(1, n) for s, n in answer_logprobs(model, tokenizer, pairs, batch_size=batch_size, desc=desc)]
+
+
 def answer_nll(model, tokenizer, instructions: Sequence[str], references: Sequence[str], *, batch_size: int = 8,
                system_prompt: str | None = SYSTEM_PROMPT, desc: str = "NLL") -> float:
     """Mean negative log-likelihood per answer token of the reference answers, EOS included.

@@ -202,13 +202,12 @@ def _read_cache(path: Path) -> dict:
 
 
 def _write_cache(path: Path, machines: dict) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps({"version": PROBE_VERSION, "machines": machines}, indent=1, sort_keys=True),
-                       encoding="utf-8")
-        os.replace(tmp, path)  # two processes probing at once: the last whole file wins
+    from .paths import write_json_atomic
+
+    try:  # two processes probing at once: the last whole file wins
+        write_json_atomic(path, {"version": PROBE_VERSION, "machines": machines}, indent=1, sort_keys=True)
     except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only checkout: estimates still work, the probe runs again next time
+        pass  # a read-only checkout: estimates still work, the probe runs again next time
 
 
 def machine_busy() -> tuple[bool, float]:

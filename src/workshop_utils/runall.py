@@ -215,7 +215,8 @@ def _html_table(headers, rows) -> str:
 
 
 def write_summary(out: Path, profile, runs: list[NotebookRun], pairs: list[dict], ba_figs, total_s: float) -> tuple[Path, Path]:
-    from .paths import display_path
+    from .paths import display_path, write_atomic
+    from .tables import markdown_table
 
     title = f"Workshop run-all: profile '{profile.name}'"
     when = time.strftime("%Y-%m-%d %H:%M")
@@ -223,14 +224,14 @@ def write_summary(out: Path, profile, runs: list[NotebookRun], pairs: list[dict]
     verdict = "all notebooks ran" if ok else "FAILED: " + "; ".join(f"{r.name} {r.failure}" for r in runs if r.status == "failed")
 
     md = [f"# {title}", "", f"{when} · total wall time {total_s:.0f} s · {verdict}", "", "## Profile", "",
-          "| setting | value |", "|---|---|"]
-    md += [f"| {k} | {_md_cell(v)} |" for k, v in profile.table_rows()]
-    md += ["", "## Notebooks", "", "| notebook | status | cells run | wall time (s) |", "|---|---|---|---|"]
-    md += [f"| {r.name} | {r.status}{' — ' + _md_cell(r.failure) if r.failure else ''} | {r.cells} | {r.seconds:.1f} |" for r in runs]
+          markdown_table(("setting", "value"), [(k, _md_cell(v)) for k, v in profile.table_rows()])]
+    md += ["", "## Notebooks", "", markdown_table(("notebook", "status", "cells run", "wall time (s)"), [
+        (r.name, f"{r.status}{' — ' + _md_cell(r.failure) if r.failure else ''}", r.cells, f"{r.seconds:.1f}") for r in runs])]
     md += ["", "## Before and after", ""]
     if pairs:
-        md += ["| notebook | what | metric | before | after | change |", "|---|---|---|---|---|---|"]
-        md += [f"| {p['notebook']} | {p['what']} | {p['metric']} | {_fmt(p['before'])} | {_fmt(p['after'])} | {p['after'] - p['before']:+.3f} |" for p in pairs]
+        md.append(markdown_table(("notebook", "what", "metric", "before", "after", "change"), [
+            (p["notebook"], p["what"], p["metric"], _fmt(p["before"]), _fmt(p["after"]), f"{p['after'] - p['before']:+.3f}")
+            for p in pairs]))
         md.append("")
         md += [f"![{label}](figures/{path.name})" for label, path in ba_figs]
     else:
@@ -240,7 +241,7 @@ def write_summary(out: Path, profile, runs: list[NotebookRun], pairs: list[dict]
     md += [f"**{name}**  \n![{name}](figures/{img.name})" for name, img in shown] or ["No figures."]
     md += ["", f"Executed notebooks: `{display_path(out / 'executed')}`", ""]
     md_path = out / "summary.md"
-    md_path.write_text("\n".join(md), encoding="utf-8")
+    write_atomic(md_path, "\n".join(md))
 
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -264,7 +265,7 @@ def write_summary(out: Path, profile, runs: list[NotebookRun], pairs: list[dict]
     parts += [_img_tag(img, name) for name, img in shown] or ["<p>No figures.</p>"]
     parts.append("</body></html>")
     html_path = out / "summary.html"
-    html_path.write_text("\n".join(parts), encoding="utf-8")
+    write_atomic(html_path, "\n".join(parts))
     return md_path, html_path
 
 
