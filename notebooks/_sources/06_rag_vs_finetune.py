@@ -3,9 +3,9 @@
 #
 # "Should we fine-tune or use RAG?" is the question every team asks once the first fine-tune works. The usual
 # answer: **fine-tune for behaviour** (tone, format, length, when to stop) and **retrieve for knowledge** (facts
-# that change, or that the model never saw), and often both. Studies that measured it for knowledge (Ovadia et
-# al., EMNLP 2024; Balaguer et al., 2024) found retrieval ahead of fine-tuning at injecting new facts. Here we
-# measure it ourselves, offline, on the held-out questions of notebook 03.
+# that change, or that the model never saw), and often both. Ovadia et al. (EMNLP 2024) found retrieval ahead of
+# fine-tuning at injecting new facts; Balaguer et al. (2024) found the gains of the two add up. Here we measure
+# it ourselves, offline, on the held-out questions of notebook 03.
 #
 # Those questions are about diseases that no training example mentions. Notebook 03's adapter could learn how
 # MedQuAD *answers* (short, encyclopaedic, ending cleanly), but not the facts about those diseases. A
@@ -82,9 +82,9 @@ print(f"{len(questions)} held-out questions about {len({topic_key(f) for f in he
 # * **BM25** scores a passage by the question's words it contains, each weighted by how rare it is in the
 #   collection (a rare disease name counts far more than "what" or "treatment") and damped for long passages.
 #   No model, no training: `bm25s` builds the index in a fraction of a second.
-# * **Dense retrieval** embeds questions and passages with a sentence encoder, the all-MiniLM-L6-v2 model
-#   that notebook 02 fine-tuned as a classifier, used here as it was trained (for sentence similarity), and
-#   ranks passages by cosine similarity. It matches meaning rather than spelling ("kidney" and "renal"), at
+# * **Dense retrieval** embeds questions and passages with a sentence encoder: all-MiniLM-L6-v2, the model the
+#   offline profiles fine-tune as a classifier in notebook 02, used here as it was trained (for sentence similarity);
+#   it ranks passages by cosine similarity. It matches meaning rather than spelling ("kidney" and "renal"), at
 #   the price of embedding every passage once. We cache the embeddings on disk, keyed by the encoder and the
 #   passages, so a second run skips that step.
 #
