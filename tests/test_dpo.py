@@ -1,5 +1,8 @@
 """Preference tuning: pairs files, the implicit reward, the exported recipe, and `workshop dpo` end to end."""
 
+import argparse
+import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,6 +15,15 @@ from conftest import ROOT, write
 
 BIN = Path(sys.executable).parent
 SOURCE = ROOT / "notebooks" / "_sources" / "05_preference_dpo.py"
+
+# The DPOConfig fields in which `workshop dpo` may differ from notebook 05's `dpo_args`: each is set by the
+# command after the recipe's call, for something only the command does. Every other field must be equal.
+COMMAND_ONLY_FIELDS = (
+    "output_dir",        # where files go: the command's --output-dir, the notebook's outputs/<profile>/dpo-checkpoints
+    "save_strategy",     # the command checkpoints so that an interrupted run resumes; the notebook saves none ("no")
+    "save_steps",        # ... a third of the way through the run
+    "save_total_limit",  # ... keeping the last two checkpoints
+)
 
 
 def _pair(question, chosen="The reference answer.", rejected="My own answer.", split="train"):
@@ -145,9 +157,75 @@ def test_dpo_config_follows_the_profile():
     assert config.max_steps == profile.dpo_max_steps and config.beta == profile.dpo_beta
     assert config.learning_rate == profile.dpo_learning_rate and config.per_device_train_batch_size == profile.dpo_batch_size
     assert config.bf16 is False and config.gradient_checkpointing is False and config.use_cpu is True  # DPOConfig defaults differ
+    assert config.optim == "adamw_torch" and config.save_strategy == "no" and (config.seed, config.data_seed) == (42, 42)
     assert config.loss_type == ["sigmoid"] and config.max_length == profile.sft_max_length
-    override = dpo_config(profile, "/tmp/unused-dpo", max_steps=3, learning_rate=1e-4, beta=0.5)
-    assert (override.max_steps, override.learning_rate, override.beta) == (3, 1e-4, 0.5)
+
+
+def notebook_call(source: Path, variable: str, namespace: dict):
+    """Evaluate the right-hand side of the notebook's ``variable = ...`` statement in ``namespace``
+    (as tests/test_recipes.py does for 02 and 03)."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    found = [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+             and any(isinstance(t, ast.Name) and t.id == variable for t in node.targets)]
+    assert len(found) == 1, f"{source.name}: expected one assignment to {variable}, found {len(found)}"
+    return eval(compile(ast.Expression(found[0]), source.name, "eval"), namespace)  # noqa: S307 - our own source
+
+
+def _command_args(*extra):
+    from workshop_utils import dpo
+
+    parser = argparse.ArgumentParser()
+    dpo.add_arguments(parser)
+    return parser.parse_args(["--adapter", "unused-adapter", "--output-dir", "unused-out", *extra])
+
+
+def _profile(name):
+    """smoke and offline as on this CPU machine; "offline-gpu": offline's values with device cuda (fp32, so that
+    TrainingArguments' own check for a GPU does not fire here): the GPU branch of the recipe, checked without one."""
+    from workshop_utils.profiles import make_profile
+
+    if name == "offline-gpu":
+        return dataclasses.replace(make_profile("offline", "test", cuda=False, hub=False), device="cuda", precision="fp32")
+    return make_profile(name, "test", cuda=False, hub=False)
+
+
+@pytest.mark.parametrize("profile_name", ["smoke", "offline", "offline-gpu"])
+def test_workshop_dpo_uses_notebook_05s_config(profile_name, tmp_path, tmp_outputs):
+    """Notebook 05's own `dpo_args = ...`, evaluated as written, against the command's config for the same profile
+    and default options: equal in every field but COMMAND_ONLY_FIELDS."""
+    from workshop_utils import dpo
+    from workshop_utils.recipes.preference_dpo import dpo_config
+
+    profile = _profile(profile_name)
+    notebook = notebook_call(SOURCE, "dpo_args", {"dpo_config": dpo_config, "profile": profile})
+    command = dpo.command_config(_command_args(), profile, tmp_path / "cmd")
+    nb, cmd = notebook.to_dict(), command.to_dict()
+    assert set(COMMAND_ONLY_FIELDS) <= set(nb) and set(nb) == set(cmd)
+    assert {k: v for k, v in cmd.items() if k not in COMMAND_ONLY_FIELDS} == {k: v for k, v in nb.items() if k not in COMMAND_ONLY_FIELDS}
+    # what the command adds, and that it is the command's alone
+    assert notebook.output_dir == str(tmp_outputs / profile.name / "dpo-checkpoints") and command.output_dir == str(tmp_path / "cmd")
+    assert notebook.save_strategy == "no" and command.save_strategy == "steps"
+    assert command.save_steps == max(1, profile.dpo_max_steps // 3) and command.save_total_limit == 2
+    # the notebook's call reads the profile, and the GPU/CPU choices follow its device
+    assert (notebook.max_steps, notebook.learning_rate, notebook.beta) == (profile.dpo_max_steps, profile.dpo_learning_rate, profile.dpo_beta)
+    assert notebook.warmup_steps == notebook.logging_steps == max(1, profile.dpo_max_steps // 10)
+    on_gpu = profile.device == "cuda"
+    assert (notebook.use_cpu, notebook.gradient_checkpointing) == (not on_gpu, on_gpu)
+    assert notebook.optim == ("paged_adamw_8bit" if on_gpu else "adamw_torch")
+
+
+def test_workshop_dpo_options_reach_the_config(tmp_path):
+    from workshop_utils import dpo
+
+    profile = _profile("smoke")
+    args = _command_args("--max-steps", "9", "--learning-rate", "1e-4", "--beta", "0.5", "--seed", "7")
+    assert (profile.dpo_max_steps, profile.dpo_learning_rate, profile.dpo_beta) != (9, 1e-4, 0.5)
+    config = dpo.command_config(args, profile, tmp_path)
+    assert (config.max_steps, config.learning_rate, config.beta) == (9, 1e-4, 0.5)
+    # the recipe's derived steps follow --max-steps, as the checkpoint cadence does
+    assert (config.warmup_steps, config.logging_steps, config.save_steps) == (1, 1, 3)
+    assert (config.seed, config.data_seed) == (7, 7)
+    assert dataclasses.replace(config).to_dict() == config.to_dict()  # built again, DPOConfig's __post_init__ agrees
 
 
 # --------------------------------------------------------------------------- the command end to end

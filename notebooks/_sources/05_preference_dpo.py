@@ -274,42 +274,51 @@ print(f"SFT model on {len(questions)} held-out questions: NLL of the references 
 #   profile's value was chosen with the pair construction, on the dev split (`scripts/benchmark_dpo.py`):
 #   the largest rate tried kept the dev NLL of the references within 5% of SFT's and looped least.
 # * `max_length`: prompt plus answer, cut beyond it; our answers fit in 03's `MAX_LENGTH`.
-# * `bf16` defaults to on in `DPOConfig`; on a CPU we set the profile's precision (float32) explicitly,
-#   and gradient checkpointing (TRL's default is on) only on a GPU, as in 03.
+# * `warmup_steps`, `logging_steps`: a tenth of the run's steps each (at least one), the one line
+#   computed before the call.
+# * `bf16` defaults to on in `DPOConfig`; we pass the profile's precision instead (float32 on a CPU:
+#   both off).
+# * GPU or CPU, written out in three arguments, as in 03: `use_cpu` on a CPU; gradient checkpointing
+#   (TRL's default is on) and the paged 8-bit optimizer only on a GPU, plain AdamW on a CPU.
 # * `precompute_ref_log_probs=False`: the reference's log-probabilities are computed in each step (one
 #   extra forward pass without gradients). Precomputing them first saves time when training several
 #   epochs.
+# * `save_strategy="no"`: no checkpoints; we save the adapter ourselves after training. `seed=42` is the
+#   notebook's `SEED`.
+#
+# The cell reads nothing but the profile and an output folder. `workshop dpo` calls the same function:
+# its `--max-steps`, `--learning-rate` and `--beta` become the profile's values before the call, and only
+# afterwards does it add what the notebook does not need, checkpoints so that an interrupted run resumes.
 
 # %% tags=["export"]
 # export
 from trl import DPOConfig
 
 
-def dpo_config(profile, output_dir, *, max_steps=None, learning_rate=None, beta=None, seed=42):
-    """The DPO recipe of this workshop for a profile (arguments override the profile's values)."""
-    steps = max_steps or profile.dpo_max_steps
-    on_gpu = profile.device == "cuda"
+def dpo_config(profile, output_dir):
+    """The DPO recipe of this workshop for a run profile, written out; output_dir is the trainer's working folder."""
+    tenth = max(1, profile.dpo_max_steps // 10)  # warm-up and logging: every tenth of the steps
     return DPOConfig(
         output_dir=str(output_dir),
-        max_steps=steps,
+        max_steps=profile.dpo_max_steps,
         per_device_train_batch_size=profile.dpo_batch_size,
-        learning_rate=learning_rate or profile.dpo_learning_rate,
+        learning_rate=profile.dpo_learning_rate,
         lr_scheduler_type="cosine",
-        warmup_steps=max(1, steps // 10),
-        beta=beta or profile.dpo_beta,
+        warmup_steps=tenth,
+        beta=profile.dpo_beta,
         loss_type=["sigmoid"],
         max_length=profile.sft_max_length,
         precompute_ref_log_probs=False,
         bf16=profile.bf16,
         fp16=profile.fp16,
-        use_cpu=not on_gpu,
-        gradient_checkpointing=on_gpu,
-        optim="paged_adamw_8bit" if on_gpu else "adamw_torch",
-        logging_steps=max(1, steps // 10),
+        use_cpu=profile.device == "cpu",
+        gradient_checkpointing=profile.device == "cuda",
+        optim="paged_adamw_8bit" if profile.device == "cuda" else "adamw_torch",
+        logging_steps=tenth,
         save_strategy="no",  # we save the adapter ourselves
         report_to="none",
-        seed=seed,
-        data_seed=seed,
+        seed=42,  # the notebook's SEED
+        data_seed=42,
     )
 
 
@@ -325,7 +334,8 @@ from trl import DPOTrainer
 from workshop_utils.routes import use_torch_loss_on_cpu
 
 print("loss computed in plain PyTorch (no GPU):", use_torch_loss_on_cpu())
-dpo_args = dpo_config(profile, profile.outputs() / "dpo-checkpoints", seed=SEED)
+dpo_args = dpo_config(profile, profile.outputs() / "dpo-checkpoints")
+assert dpo_args.seed == SEED, "the recipe writes seed=42: change it there too"
 trainer = DPOTrainer(
     model=model,
     args=dpo_args,

@@ -17,6 +17,7 @@ A pairs file is JSON lines, one pair per line, in TRL's conversational preferenc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -213,6 +214,26 @@ def _score_sft(profile, model, tokenizer, out: Path, recipe, questions, referenc
     return before
 
 
+def command_profile(args, profile):
+    """The profile with the command line's --max-steps, --learning-rate and --beta in place of its own values."""
+    return dataclasses.replace(profile, dpo_max_steps=args.max_steps or profile.dpo_max_steps,
+                               dpo_learning_rate=args.learning_rate or profile.dpo_learning_rate,
+                               dpo_beta=args.beta or profile.dpo_beta)
+
+
+def command_config(args, profile, out: Path):
+    """Notebook 05's ``DPOConfig``, called as the notebook calls it (on the command's profile), then what only the
+    command needs: a checkpoint a third of the way through (two kept) so that an interrupted run resumes, and
+    --seed where it is not the recipe's. ``dataclasses.replace`` builds the config again, so that DPOConfig's
+    ``__post_init__`` checks and converts the added values as it does its own."""
+    from .recipes.preference_dpo import dpo_config
+
+    config = dpo_config(command_profile(args, profile), out)
+    resumable = dict(save_strategy="steps", save_steps=max(1, config.max_steps // 3), save_total_limit=2)
+    seeds = {} if args.seed == config.seed else dict(seed=args.seed, data_seed=args.seed)
+    return dataclasses.replace(config, **resumable, **seeds)
+
+
 def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -> dict[str, Any]:
     import torch
     from datasets import Dataset
@@ -230,11 +251,9 @@ def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -
     model, tokenizer = recipe.load_sft_model(profile, adapter)
     questions, references = _held_out_rows(profile, args)
     pairs, held_answers = _pairs_for_run(profile, model, tokenizer, out, args, pairs_given, recipe, questions)
-    beta = args.beta or profile.dpo_beta
+    config = command_config(args, profile, out)
+    beta = config.beta
     before = _score_sft(profile, model, tokenizer, out, recipe, questions, references, held_answers, pairs["test"], beta)
-    config = recipe.dpo_config(profile, out, max_steps=args.max_steps, learning_rate=args.learning_rate, beta=beta,
-                               seed=args.seed)
-    config.save_strategy, config.save_steps, config.save_total_limit = "steps", max(1, config.max_steps // 3), 2
     train = Dataset.from_list([{k: p[k] for k in PAIR_KEYS} for p in pairs["train"]])
     trainer = DPOTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer,
                          callbacks=interrupt_after_checkpoint(INTERRUPT_ENV))  # the callback: tests only
@@ -267,4 +286,4 @@ def train_and_score(profile, adapter: Path, out: Path, args, pairs_given=None) -
     return result
 
 
-__all__ = ["load_pairs", "write_pairs", "pair_logprobs", "margin_curve", "add_arguments", "run"]
+__all__ = ["load_pairs", "write_pairs", "pair_logprobs", "margin_curve", "add_arguments", "command_config", "run"]

@@ -102,31 +102,30 @@ def score(model, tokenizer, questions, references, *, profile, desc, greedy=None
 from trl import DPOConfig
 
 
-def dpo_config(profile, output_dir, *, max_steps=None, learning_rate=None, beta=None, seed=42):
-    """The DPO recipe of this workshop for a profile (arguments override the profile's values)."""
-    steps = max_steps or profile.dpo_max_steps
-    on_gpu = profile.device == "cuda"
+def dpo_config(profile, output_dir):
+    """The DPO recipe of this workshop for a run profile, written out; output_dir is the trainer's working folder."""
+    tenth = max(1, profile.dpo_max_steps // 10)  # warm-up and logging: every tenth of the steps
     return DPOConfig(
         output_dir=str(output_dir),
-        max_steps=steps,
+        max_steps=profile.dpo_max_steps,
         per_device_train_batch_size=profile.dpo_batch_size,
-        learning_rate=learning_rate or profile.dpo_learning_rate,
+        learning_rate=profile.dpo_learning_rate,
         lr_scheduler_type="cosine",
-        warmup_steps=max(1, steps // 10),
-        beta=beta or profile.dpo_beta,
+        warmup_steps=tenth,
+        beta=profile.dpo_beta,
         loss_type=["sigmoid"],
         max_length=profile.sft_max_length,
         precompute_ref_log_probs=False,
         bf16=profile.bf16,
         fp16=profile.fp16,
-        use_cpu=not on_gpu,
-        gradient_checkpointing=on_gpu,
-        optim="paged_adamw_8bit" if on_gpu else "adamw_torch",
-        logging_steps=max(1, steps // 10),
+        use_cpu=profile.device == "cpu",
+        gradient_checkpointing=profile.device == "cuda",
+        optim="paged_adamw_8bit" if profile.device == "cuda" else "adamw_torch",
+        logging_steps=tenth,
         save_strategy="no",  # we save the adapter ourselves
         report_to="none",
-        seed=seed,
-        data_seed=seed,
+        seed=42,  # the notebook's SEED
+        data_seed=42,
     )
 
 
