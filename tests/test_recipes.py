@@ -52,34 +52,82 @@ def test_recipe_module_is_the_notebooks_export_cells(source):
     assert target.read_text(encoding="utf-8") == export_module(source), "run `python -m workshop_utils.nbbuild`"
 
 
+# What `workshop train-classifier` sets on notebook 02's arguments after the call, on the built object; every
+# other field must be the notebook's for the same profile (the command's options go in through the profile).
+CLASSIFIER_COMMAND_ONLY = {
+    "output_dir",  # --output-dir: where the command's checkpoints and model go
+    "save_only_model",  # False: the optimizer state stays in the checkpoints, so an interrupted run resumes
+    "seed",  # --seed (its default, 42, is the notebook's: checked below)
+    "data_seed",  # --seed too: the order of the batches
+    "average_tokens_across_devices",  # False under DDP only (accelerate launch): one label per row, nothing to average
+}
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["1-process", "ddp"])
 @pytest.mark.parametrize("profile_name", ["smoke", "offline", "cpu"])
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_train_classifier_uses_notebook_02s_arguments(profile_name, lora, tmp_path):
+def test_train_classifier_uses_notebook_02s_arguments(profile_name, lora, processes, tmp_path, monkeypatch):
+    import dataclasses
+
+    from transformers import TrainerState
+
     from workshop_utils.recipes.full_finetune_trainer import classifier_training_args
 
     profile = make_profile(profile_name, "test", cuda=False, hub=profile_name == "cpu")
-    rows = 512
-    notebook = notebook_call(NB02, "lora_args" if lora else "training_args", {
-        "classifier_training_args": classifier_training_args, "profile": profile, "SEED": 42,
-        "run_dir": tmp_path / "nb", "encoded": {"train": range(rows)},
-    })
+    namespace = {"classifier_training_args": classifier_training_args, "profile": profile, "dataclasses": dataclasses,
+                 "run_dir": tmp_path / "nb"}
+    if lora:  # the notebook's LoRA section: the same function on a copy of the profile with a 10x learning rate
+        namespace["lora_profile"] = notebook_call(NB02, "lora_profile", namespace)
+    notebook = notebook_call(NB02, "lora_args" if lora else "training_args", namespace)
     argv = ["--train", "t.tsv", "--validation", "v.tsv", "--output-dir", str(tmp_path / "cmd")] + (["--lora"] if lora else [])
-    command = classifier.command_training_args(parsed(classifier.add_arguments, argv), profile, rows)
-    # the command keeps the optimizer state in its checkpoints so that it can resume; the notebook never resumes
+    monkeypatch.setattr(classifier, "_world_size", lambda: processes)
+    command = classifier.command_training_args(parsed(classifier.add_arguments, argv), profile)
+    assert comparable(command, CLASSIFIER_COMMAND_ONLY) == comparable(notebook, CLASSIFIER_COMMAND_ONLY)
     assert command.save_only_model is False and notebook.save_only_model is True
-    leave_out = {"output_dir", "logging_dir", "save_only_model"}
-    assert comparable(command, leave_out) == comparable(notebook, leave_out)
+    assert (command.seed, command.data_seed) == (notebook.seed, notebook.data_seed) == (42, 42)
+    assert command.average_tokens_across_devices is (processes == 1) and notebook.average_tokens_across_devices is True
     assert notebook.learning_rate == pytest.approx(profile.clf_learning_rate * (10 if lora else 1))
-    assert notebook.eval_steps == -(-(-(-rows // profile.clf_batch_size)) // 2)  # twice per epoch
+    # twice per epoch, as a fraction of the run: with 512 rows, evaluations fall every half epoch's steps
+    assert notebook.eval_steps == notebook.save_steps == 1 / (2 * profile.clf_epochs)
+    steps_per_epoch = -(-512 // (profile.clf_batch_size * processes))
+    state = TrainerState()
+    state.compute_steps(command, max_steps=int(profile.clf_epochs * steps_per_epoch))
+    assert state.eval_steps == state.save_steps == -(-steps_per_epoch // 2)
 
 
 def test_train_classifier_options_reach_the_recipe(tmp_path):
     profile = make_profile("smoke", "test", cuda=False, hub=False)
     argv = ["--train", "t", "--validation", "v", "--output-dir", str(tmp_path), "--epochs", "1.5", "--learning-rate", "3e-5",
             "--batch-size", "8", "--save-steps", "7", "--seed", "5"]
-    arguments = classifier.command_training_args(parsed(classifier.add_arguments, argv), profile, 100)
+    arguments = classifier.command_training_args(parsed(classifier.add_arguments, argv), profile)
     assert (arguments.num_train_epochs, arguments.learning_rate, arguments.per_device_train_batch_size) == (1.5, 3e-5, 8)
     assert (arguments.eval_steps, arguments.save_steps, arguments.seed, arguments.data_seed) == (7, 7, 5, 5)
+    # the options go in through the profile, so what the notebook derives from them follows
+    assert (arguments.per_device_eval_batch_size, arguments.logging_steps) == (16, 1 / (5 * 1.5))
+    argv = ["--train", "t", "--validation", "v", "--output-dir", str(tmp_path), "--epochs", "2", "--evals-per-epoch", "3",
+            "--lora", "--learning-rate", "1e-3"]
+    arguments = classifier.command_training_args(parsed(classifier.add_arguments, argv), profile)
+    assert arguments.eval_steps == arguments.save_steps == 1 / (3 * 2)  # three times per epoch, a fraction of the run
+    assert arguments.learning_rate == 1e-3  # --learning-rate is taken as given, with --lora too
+
+
+def test_the_classifier_cell_is_one_call_that_runs_with_only_profile(tmp_path):
+    """What an attendee copies: 02's export cell holding TrainingArguments, run with nothing but its import and
+    ``profile`` (the cell's own source, not the recipe module); its function is one literal TrainingArguments call."""
+    source = NB02.read_text(encoding="utf-8")
+    start = source.index("from transformers import TrainingArguments")
+    cell = source[start:source.index("# %%", start)]
+    func = next(node for node in ast.walk(ast.parse(cell)) if isinstance(node, ast.FunctionDef))
+    body = [node for node in func.body if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+    assert len(body) == 1 and isinstance(body[0], ast.Return) and body[0].value.func.id == "TrainingArguments"
+    names = {node.id for node in ast.walk(body[0].value) if isinstance(node, ast.Name)}
+    assert names <= {"TrainingArguments", "profile", "output_dir", "str"}, names
+    namespace = {}
+    exec(compile(cell, "02-cell", "exec"), namespace)  # noqa: S102 - our own notebook's cell
+    profile = make_profile("offline", "test", cuda=False, hub=False)
+    arguments = namespace["classifier_training_args"](profile, tmp_path)
+    assert (arguments.num_train_epochs, arguments.learning_rate, arguments.per_device_train_batch_size) == (
+        profile.clf_epochs, profile.clf_learning_rate, profile.clf_batch_size)
 
 
 @pytest.mark.parametrize("profile_name,route_name", [("smoke", "dense"), ("offline", "dense"), ("offline", "bnb"), ("cpu", "dense")])

@@ -105,7 +105,7 @@ if baseline:
 # %% tags=["export"]
 # export
 import transformers
-from transformers import AutoModelForSequenceClassification, TrainingArguments
+from transformers import AutoModelForSequenceClassification
 
 
 def classification_model(model_id, label_names, seed):
@@ -125,65 +125,69 @@ print(f"trainable parameters: {full_trainable:,} (every weight of the model)")
 
 # %% [markdown]
 # ## `TrainingArguments`: the whole recipe in one place
-# * `eval_strategy="steps"` / `save_strategy="steps"`, twice per epoch: evaluate and checkpoint during
-#   training. On a set as small as MRPC accuracy moves by a point or two between neighbouring evaluations;
+# Every number comes from the run profile, so the function needs nothing else (and an output folder):
+# copy the cell into a script, define `profile`, and it runs.
+#
+# * `num_train_epochs`, `learning_rate`, `per_device_train_batch_size`: the profile's (below); evaluation
+#   needs no gradients, so it can take batches twice as large;
+# * `eval_strategy="steps"` / `save_strategy="steps"` with `eval_steps` and `save_steps` below 1: a number
+#   smaller than 1 is a **fraction of the whole run**, so `1 / (2 * epochs)` evaluates and checkpoints
+#   twice per epoch whatever the size of the data. On a set as small as MRPC accuracy moves by a point or
+#   two between neighbouring evaluations;
 # * `load_best_model_at_end=True` with `metric_for_best_model="accuracy"`: at the end, go back to the best
 #   checkpoint rather than keep the last one (F1 alone would reward calling everything a paraphrase);
 # * `save_total_limit=2`: keep disk use small (the best checkpoint and the latest). `save_only_model=True`
 #   drops the optimizer state from the checkpoints: we never resume in the notebook. `workshop
-#   train-classifier` passes `resumable=True` and can pick up an interrupted run;
+#   train-classifier` turns it off on the arguments this function returns, so it can pick up an
+#   interrupted run;
 # * `weight_decay=0.01`: a little regularisation, as in the BERT paper;
 # * `bf16`/`fp16` on a GPU that supports them (half the memory traffic, same accuracy), fp32 on CPU;
-# * `seed` and `data_seed`: the same initialisation and the same order of batches every run;
-# * `logging_steps`: the training loss is logged often enough to draw a curve;
+# * `seed` and `data_seed`: the same initialisation and the same order of batches every run (42, our
+#   `SEED`);
+# * `logging_steps`: the training loss is logged five times per epoch, often enough to draw a curve;
 # * `report_to="none"`: no experiment tracker needs to be logged in.
 #
 # The learning rate, batch size and epochs come from the profile: for bert-base on MRPC, 3 epochs at
 # 2e-5 with batch 32 (the BERT paper's search space); the small MiniLM prefers a larger rate. LoRA (below)
-# takes the same arguments with a 10x larger learning rate.
+# calls the same function with a 10x larger learning rate in the profile.
 
 # %% tags=["export"]
 # export
-def classifier_training_args(profile, output_dir, *, train_rows, lora=False, seed=42, processes=1, epochs=None,
-                             learning_rate=None, batch_size=None, evals_per_epoch=2, eval_steps=None, resumable=False):
-    """The fine-tuning recipe; anything not given comes from the run profile."""
-    epochs = profile.clf_epochs if epochs is None else epochs
-    batch_size = batch_size or profile.clf_batch_size
-    learning_rate = learning_rate or profile.clf_learning_rate * (10 if lora else 1)
-    steps_per_epoch = -(-train_rows // (batch_size * processes))  # rounded up
-    every = eval_steps or max(1, -(-steps_per_epoch // evals_per_epoch))
+from transformers import TrainingArguments
+
+
+def classifier_training_args(profile, output_dir):
+    """The fine-tuning recipe: every number in it comes from the run profile."""
     return TrainingArguments(
         output_dir=str(output_dir),
-        num_train_epochs=epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=2 * batch_size,
+        num_train_epochs=profile.clf_epochs,
+        learning_rate=profile.clf_learning_rate,
+        per_device_train_batch_size=profile.clf_batch_size,
+        per_device_eval_batch_size=2 * profile.clf_batch_size,
         weight_decay=0.01,
         eval_strategy="steps",
-        eval_steps=every,
+        eval_steps=1 / (2 * profile.clf_epochs),  # below 1: a fraction of the run, here twice per epoch
         save_strategy="steps",
-        save_steps=every,
+        save_steps=1 / (2 * profile.clf_epochs),  # a checkpoint at each evaluation
         load_best_model_at_end=True,
         metric_for_best_model="accuracy",
         save_total_limit=2,
-        save_only_model=not resumable,
-        logging_steps=max(1, steps_per_epoch // 5),
+        save_only_model=True,
+        logging_steps=1 / (5 * profile.clf_epochs),  # five points per epoch on the loss curve
         bf16=profile.bf16,
         fp16=profile.fp16,
         use_cpu=profile.use_cpu,
-        seed=seed,
-        data_seed=seed,
+        seed=42,
+        data_seed=42,
         report_to="none",
-        # one label per row and a mean loss per batch: nothing to average over tokens across processes
-        # (left on, transformers 5 multiplies this loss by the number of processes under DDP)
-        average_tokens_across_devices=False,
     )
 
 # %%
 run_dir = profile.outputs() / "checkpoints" / "02-full"
-training_args = classifier_training_args(profile, run_dir, train_rows=len(encoded["train"]), seed=SEED)
+training_args = classifier_training_args(profile, run_dir)
 print(f"{training_args.num_train_epochs:g} epochs at lr {training_args.learning_rate:g}, batch "
-      f"{training_args.per_device_train_batch_size}; evaluated every {training_args.eval_steps} steps")
+      f"{training_args.per_device_train_batch_size}; evaluated and saved every {training_args.eval_steps:.3g} "
+      "of the run (twice per epoch)")
 
 # %% [markdown]
 # ## How to score: 🤗 `evaluate`
@@ -359,7 +363,8 @@ print(card.data.to_yaml())
 #   LoRA's training time, because every adapted layer copies its input to drop parts of it.
 #
 # With so few trainable weights, each one has to move further: LoRA usually wants a **higher learning
-# rate** (here 10x the full fine-tuning rate). Same recipe otherwise.
+# rate** (here 10x the full fine-tuning rate; `dataclasses.replace` copies the profile with that one field
+# changed). Same recipe otherwise.
 
 # %% tags=["export"]
 # export
@@ -386,8 +391,11 @@ lora_model.print_trainable_parameters()
 lora_trainable = sum(p.numel() for p in lora_model.parameters() if p.requires_grad)
 
 # %%
-lora_args = classifier_training_args(profile, profile.outputs() / "checkpoints" / "02-lora",
-                                     train_rows=len(encoded["train"]), lora=True, seed=SEED)
+import dataclasses
+
+# the same recipe, with the profile's learning rate 10x larger (the one change LoRA needs)
+lora_profile = dataclasses.replace(profile, clf_learning_rate=10 * profile.clf_learning_rate)
+lora_args = classifier_training_args(lora_profile, profile.outputs() / "checkpoints" / "02-lora")
 lora_trainer = Trainer(
     model=lora_model,
     args=lora_args,

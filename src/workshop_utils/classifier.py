@@ -45,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="truncate inputs to this many tokens (default: profile)")
     parser.add_argument("--seed", type=int, default=42, help="seed for the head's initialisation and data order (default: 42)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (r/alpha from the profile) instead of every weight")
-    parser.add_argument("--evals-per-epoch", type=int, default=2,
-                        help="evaluate and checkpoint this many times per epoch; the best evaluation's weights are kept (default: 2)")
+    parser.add_argument("--evals-per-epoch", type=int,
+                        help="evaluate and checkpoint this many times per epoch; the best evaluation's weights are kept "
+                        "(default: 2, notebook 02's)")
     parser.add_argument("--save-steps", type=int, help="evaluate and checkpoint every N steps instead (overrides --evals-per-epoch)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output-dir")
 
@@ -86,15 +87,50 @@ def _scores(metrics: dict) -> dict[str, float]:
     return {k: round(float(metrics[f"eval_{k}"]), 4) for k in ("accuracy", "f1")}
 
 
-def command_training_args(args: argparse.Namespace, profile, train_rows: int):
-    """Notebook 02's ``TrainingArguments`` recipe with the command line's choices, resumable."""
+def command_profile(args: argparse.Namespace, profile):
+    """The profile with the command line's recipe options in it (what notebook 02's function reads)."""
+    import dataclasses
+
+    # with --lora and no --learning-rate, 10x the profile's rate, as notebook 02's LoRA section does
+    default_rate = profile.clf_learning_rate * (10 if args.lora else 1)
+    return dataclasses.replace(
+        profile,
+        clf_epochs=profile.clf_epochs if args.epochs is None else args.epochs,
+        clf_learning_rate=args.learning_rate or default_rate,
+        clf_batch_size=args.batch_size or profile.clf_batch_size,
+    )
+
+
+def command_training_args(args: argparse.Namespace, profile):
+    """Notebook 02's ``TrainingArguments`` for the profile the options changed, then what only the command needs,
+    set on the built arguments (``dataclasses.replace`` runs TrainingArguments' own checks again)."""
+    import dataclasses
+
     from .recipes.full_finetune_trainer import classifier_training_args
 
-    return classifier_training_args(
-        profile, args.output_dir, train_rows=train_rows, lora=args.lora, seed=args.seed, processes=_world_size(),
-        epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
-        evals_per_epoch=args.evals_per_epoch, eval_steps=args.save_steps, resumable=True,
-    )
+    run_profile = command_profile(args, profile)
+    training_args = classifier_training_args(run_profile, args.output_dir)
+    extra = {
+        "save_only_model": False,  # keep the optimizer state in the checkpoints: an interrupted run resumes
+        "seed": args.seed, "data_seed": args.seed,
+    }
+    if _world_size() > 1:
+        # one label per row and a mean loss per batch: nothing to average over tokens across processes
+        # (left on, transformers 5 multiplies this loss by the number of processes under DDP)
+        extra["average_tokens_across_devices"] = False
+    if args.save_steps:
+        extra.update(eval_steps=args.save_steps, save_steps=args.save_steps)
+    elif args.evals_per_epoch:  # a fraction of the run, as in the notebook
+        every = 1 / (args.evals_per_epoch * run_profile.clf_epochs)
+        extra.update(eval_steps=every, save_steps=every)
+    return dataclasses.replace(training_args, **extra)
+
+
+def _cadence(training_args) -> str:
+    """How often the run evaluates: every N steps, or (a fraction of the run below 1) so many times per epoch."""
+    if training_args.eval_steps >= 1:
+        return f"every {training_args.eval_steps} steps"
+    return f"{1 / (training_args.eval_steps * training_args.num_train_epochs):.3g} times per epoch"
 
 
 # --------------------------------------------------------------------------- the command
@@ -117,8 +153,10 @@ def _load_task(args: argparse.Namespace, profile):
             "or a folder written by save_pretrained"
         )
     max_length = args.max_length or profile.clf_max_length
-    if any(v is not None and v <= 0 for v in (args.epochs, args.learning_rate, args.batch_size)) or max_length <= 8:
-        raise WorkshopError("--epochs, --learning-rate and --batch-size must be positive and --max-length above 8")
+    if any(v is not None and v <= 0 for v in (args.epochs, args.learning_rate, args.batch_size, args.evals_per_epoch,
+                                              args.save_steps)) or max_length <= 8:
+        raise WorkshopError("--epochs, --learning-rate, --batch-size, --evals-per-epoch and --save-steps must be positive "
+                            "and --max-length above 8")
     return dd, model_id, max_length
 
 
@@ -147,7 +185,7 @@ def _build_trainer(args: argparse.Namespace, profile, dd, model_id: str, max_len
                      batched=True, remove_columns=columns)
     trainer = Trainer(
         model=model,
-        args=command_training_args(args, profile, len(encoded["train"])),
+        args=command_training_args(args, profile),
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
@@ -187,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         f"{len(dd['train']):,} train / {len(dd['validation']):,} validation rows, "
         f"text {_text_columns(dd)}, labels {dd['train'].features['label'].names}; "
         f"{a.num_train_epochs:g} epochs, lr {a.learning_rate:g}, batch {a.per_device_train_batch_size} x {a.world_size} "
-        f"process(es), max_length {max_length}, evaluated every {a.eval_steps} steps (best kept)"
+        f"process(es), max_length {max_length}, evaluated {_cadence(a)} (best kept)"
         f"{', LoRA' if args.lora else ''}; profile '{profile.name}' ({profile.device}/{profile.precision})"
     )
     if args.overwrite and is_main_process():
@@ -241,7 +279,7 @@ def _record(args, profile, dd, model_id, max_length, trainer, trainable, resume_
         "profile": profile.name,
         "precision": profile.precision,
         "global_step": int(trainer.state.global_step),
-        "evals_every_steps": a.eval_steps,
+        "evals_every_steps": trainer.state.eval_steps,  # in steps (the arguments may hold a fraction of the run)
         "best_step": getattr(trainer.state, "best_global_step", None),
         "evaluations": [
             {"step": h["step"], "accuracy": round(h["eval_accuracy"], 4), "f1": round(h["eval_f1"], 4)}

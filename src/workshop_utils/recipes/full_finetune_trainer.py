@@ -9,7 +9,7 @@ fails when this file and the notebook differ.
 from __future__ import annotations
 
 import transformers
-from transformers import AutoModelForSequenceClassification, TrainingArguments
+from transformers import AutoModelForSequenceClassification
 
 
 def classification_model(model_id, label_names, seed):
@@ -23,39 +23,33 @@ def classification_model(model_id, label_names, seed):
     )
 
 
-def classifier_training_args(profile, output_dir, *, train_rows, lora=False, seed=42, processes=1, epochs=None,
-                             learning_rate=None, batch_size=None, evals_per_epoch=2, eval_steps=None, resumable=False):
-    """The fine-tuning recipe; anything not given comes from the run profile."""
-    epochs = profile.clf_epochs if epochs is None else epochs
-    batch_size = batch_size or profile.clf_batch_size
-    learning_rate = learning_rate or profile.clf_learning_rate * (10 if lora else 1)
-    steps_per_epoch = -(-train_rows // (batch_size * processes))  # rounded up
-    every = eval_steps or max(1, -(-steps_per_epoch // evals_per_epoch))
+from transformers import TrainingArguments
+
+
+def classifier_training_args(profile, output_dir):
+    """The fine-tuning recipe: every number in it comes from the run profile."""
     return TrainingArguments(
         output_dir=str(output_dir),
-        num_train_epochs=epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=2 * batch_size,
+        num_train_epochs=profile.clf_epochs,
+        learning_rate=profile.clf_learning_rate,
+        per_device_train_batch_size=profile.clf_batch_size,
+        per_device_eval_batch_size=2 * profile.clf_batch_size,
         weight_decay=0.01,
         eval_strategy="steps",
-        eval_steps=every,
+        eval_steps=1 / (2 * profile.clf_epochs),  # below 1: a fraction of the run, here twice per epoch
         save_strategy="steps",
-        save_steps=every,
+        save_steps=1 / (2 * profile.clf_epochs),  # a checkpoint at each evaluation
         load_best_model_at_end=True,
         metric_for_best_model="accuracy",
         save_total_limit=2,
-        save_only_model=not resumable,
-        logging_steps=max(1, steps_per_epoch // 5),
+        save_only_model=True,
+        logging_steps=1 / (5 * profile.clf_epochs),  # five points per epoch on the loss curve
         bf16=profile.bf16,
         fp16=profile.fp16,
         use_cpu=profile.use_cpu,
-        seed=seed,
-        data_seed=seed,
+        seed=42,
+        data_seed=42,
         report_to="none",
-        # one label per row and a mean loss per batch: nothing to average over tokens across processes
-        # (left on, transformers 5 multiplies this loss by the number of processes under DDP)
-        average_tokens_across_devices=False,
     )
 
 
