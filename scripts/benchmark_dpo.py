@@ -28,6 +28,7 @@ NLL within 5%, none is chosen and the script says so.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -99,7 +100,7 @@ def run_arm(arm: str, lr: float, pairs, profile, adapter: Path, dev, out: Path) 
 
     set_seed(42)
     model, tok = recipe.load_sft_model(profile, adapter)
-    config = recipe.dpo_config(profile, out / f"dpo-{arm}-{lr:g}", learning_rate=lr)
+    config = recipe.dpo_config(dataclasses.replace(profile, dpo_learning_rate=lr), out / f"dpo-{arm}-{lr:g}")
     train = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     trainer = DPOTrainer(model=model, args=config, train_dataset=train, processing_class=tok)
     start = time.perf_counter()

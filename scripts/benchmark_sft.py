@@ -108,9 +108,12 @@ def project_trainer(model, tokenizer, rows, *, steps: int, batch: int, max_lengt
     from workshop_utils.routes import use_torch_loss_on_cpu
 
     use_torch_loss_on_cpu()
+    import dataclasses
+
     profile, route = offline_recipe()
-    config = sft_training_config(profile, route, out, max_steps=steps, batch_size=batch, learning_rate=lr,
-                                 max_length=max_length)
+    profile = dataclasses.replace(profile, sft_max_steps=steps, sft_batch_size=batch, sft_learning_rate=lr,
+                                  sft_max_length=max_length)
+    config = sft_training_config(profile, route, out)
     return SFTTrainer(model=model, args=config, train_dataset=conversations(rows), processing_class=tokenizer)
 
 

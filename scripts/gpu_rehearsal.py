@@ -168,7 +168,7 @@ def _sft(profile, route, args) -> dict:
 
         FastLanguageModel.for_training(model)
     data = _rows(profile)
-    config = sft_training_config(profile, route, args.work / f"{route.name}-checkpoints", seed=SEED)
+    config = sft_training_config(profile, route, args.work / f"{route.name}-checkpoints")  # seed 42, as the notebook
     trainer = SFTTrainer(model=model, args=config, train_dataset=to_prompt_completion(data["train"]),
                          processing_class=tokenizer)
     with measure(profile.device) as cost:

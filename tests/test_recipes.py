@@ -144,9 +144,12 @@ def test_workshop_sft_uses_notebook_03s_config(profile_name, route_name, tmp_pat
     command = sft.command_config(args, profile, route, tmp_path)
     # the command checkpoints a third of the way through so that an interrupted run resumes; the notebook does not
     assert command.save_strategy == "steps" and command.save_steps == max(1, profile.sft_max_steps // 3)
-    assert notebook.save_strategy == "no"
-    leave_out = {"output_dir", "logging_dir", "save_strategy", "save_steps"}
+    assert notebook.save_strategy == "no" and command.ddp_find_unused_parameters is False
+    # everything else is equal: only the fields the command lists as its own differ
+    leave_out = set(sft.COMMAND_ONLY_FIELDS)
     assert comparable(command, leave_out) == comparable(notebook, leave_out)
+    differing = {k for k, v in command.to_dict().items() if notebook.to_dict()[k] != v}
+    assert differing <= leave_out, differing
     assert notebook.max_steps == profile.sft_max_steps and notebook.learning_rate == profile.sft_learning_rate
     assert notebook.completion_only_loss is True and notebook.optim == "adamw_torch"  # CPU: no 8-bit optimizer
     assert notebook.gradient_checkpointing is False and notebook.use_cpu is True
@@ -160,6 +163,21 @@ def test_sft_options_reach_the_recipe(tmp_path):
     config = sft.command_config(parsed(sft.add_arguments, argv), profile, route, tmp_path)
     assert (config.max_steps, config.learning_rate, config.per_device_train_batch_size, config.max_length) == (9, 1e-4, 3, 64)
     assert (config.seed, config.data_seed, config.save_steps, config.warmup_steps) == (7, 7, 3, 1)
+    # the options go through the profile, so everything the notebook derives from them follows (logging cadence)
+    assert config.logging_steps == max(1, 9 // 10)
+
+
+def test_the_sft_cell_runs_in_a_script_with_only_profile_and_route(tmp_path):
+    """What an attendee copies: 03's export cell holding SFTConfig, run with nothing but its imports, ``profile`` and
+    ``route`` (the cell's own source, not the recipe module)."""
+    source = NB03.read_text(encoding="utf-8")
+    cell = source[source.index("from trl import SFTConfig"):source.index("# %%", source.index("from trl import SFTConfig"))]
+    profile = make_profile("offline", "test", cuda=False, hub=False)
+    namespace = {}
+    exec(compile(cell, "03-cell", "exec"), namespace)  # noqa: S102 - our own notebook's cell
+    config = namespace["sft_training_config"](profile, SFTRoute("dense", profile.llm_model, "test"), tmp_path)
+    assert (config.max_steps, config.learning_rate, config.max_length) == (
+        profile.sft_max_steps, profile.sft_learning_rate, profile.sft_max_length)
 
 
 def test_gpu_routes_pick_their_optimizer_and_checkpointing(tmp_path):

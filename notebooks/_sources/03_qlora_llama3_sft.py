@@ -103,19 +103,34 @@ print(f"\ninstruction: {example['instruction']}\nresponse:    {example['response
 # %% [markdown]
 # ## Loading the model
 #
-# One function, three paths. On the 4-bit paths the weights are stored in **NF4** ("normal float", suited
-# to normally distributed weights) with **double quantization** (the quantization constants are quantized
-# too), and each matrix product unpacks the blocks it needs to the *compute dtype*: bf16 where the hardware
-# has it, fp16 on older GPUs such as a T4, float32 on CPUs that would only emulate bf16 (dozens of times
-# slower).
+# Three ways, one short cell each; the route chosen above picks one (the profile table at the top names it).
+# On the two 4-bit ways the weights are stored in **NF4** ("normal float", suited to normally distributed
+# weights) with **double quantization** (the quantization constants are quantized too), and each matrix
+# product unpacks the blocks it needs to the *compute dtype*: bf16 where the hardware has it, fp16 on older
+# GPUs such as a T4, float32 on CPUs that would only emulate bf16 (dozens of times slower).
 #
 # Cells marked `# export` are the recipe itself: `workshop sft` runs this same code (it is copied into
 # `workshop_utils/recipes/qlora_llama3_sft.py` when the notebooks are built).
+#
+# **Unsloth, 4-bit** (a CUDA GPU): Unsloth's `FastLanguageModel` loads a pre-quantised 4-bit checkpoint and
+# patches the model with its own faster kernels and gradient checkpointing.
+
+# %% tags=["export"]
+# export
+def load_unsloth_4bit(route, profile, max_length):
+    from unsloth import FastLanguageModel
+
+    return FastLanguageModel.from_pretrained(route.model, max_seq_length=max_length, load_in_4bit=True,
+                                             dtype=None)  # dtype=None: bf16 where the GPU has it
+
+# %% [markdown]
+# **transformers + bitsandbytes, 4-bit** (QLoRA as the paper did it; a GPU without Unsloth, or
+# `--load-in-4bit` on a CPU): a `BitsAndBytesConfig` quantises the weights while they load.
 
 # %% tags=["export"]
 # export
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from workshop_utils.envinfo import cpu_bf16_native
 
@@ -127,38 +142,36 @@ def nf4_compute_dtype(profile):
     return torch.bfloat16 if profile.device == "cuda" or cpu_bf16_native() else torch.float32
 
 
+def load_bnb_4bit(route, profile, max_length):
+    from accelerate import PartialState
+    from peft import prepare_model_for_kbit_training
+
+    on_gpu = profile.device == "cuda"
+    bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=nf4_compute_dtype(profile))
+    model = AutoModelForCausalLM.from_pretrained(
+        route.model, quantization_config=bnb_config, dtype=nf4_compute_dtype(profile),
+        device_map={"": PartialState().local_process_index if on_gpu else "cpu"})  # one whole copy per process
+    # casts norms to fp32 and lets gradients reach the adapters through the frozen 4-bit layers;
+    # gradient checkpointing only where memory is short (a GPU)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu), AutoTokenizer.from_pretrained(route.model)
+
+# %% [markdown]
+# **16/32-bit** (a CPU, or a GPU asked for full-precision LoRA): the plain `from_pretrained`, float32 on a CPU.
+
+# %% tags=["export"]
+# export
+def load_dense(route, profile, max_length):
+    model = AutoModelForCausalLM.from_pretrained(route.model, dtype=torch.float32 if profile.device == "cpu" else "auto")
+    return model, AutoTokenizer.from_pretrained(route.model)
+
+
+LOADERS = {"unsloth": load_unsloth_4bit, "bnb": load_bnb_4bit, "dense": load_dense}
+
+
 def load_model(route, profile, max_length):
-    """(model, tokenizer) for the route: Unsloth 4-bit, transformers + bitsandbytes 4-bit, or dense 16/32-bit."""
-    if route.name == "unsloth":
-        from unsloth import FastLanguageModel
-
-        return FastLanguageModel.from_pretrained(  # dtype=None: bf16 where the GPU has it
-            route.model, max_seq_length=max_length, load_in_4bit=True, dtype=None)
-    tokenizer = AutoTokenizer.from_pretrained(route.model)
-    if route.name == "bnb":
-        from accelerate import PartialState
-        from peft import prepare_model_for_kbit_training
-        from transformers import BitsAndBytesConfig
-
-        on_gpu = profile.device == "cuda"
-        compute_dtype = nf4_compute_dtype(profile)
-        bnb_config = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-        )
-        # one whole copy per process: this process's GPU, or the CPU
-        device_map = {"": PartialState().local_process_index if on_gpu else "cpu"}
-        model = AutoModelForCausalLM.from_pretrained(
-            route.model, quantization_config=bnb_config, dtype=compute_dtype, device_map=device_map)
-        # casts norms to fp32 and lets gradients reach the adapters through the frozen 4-bit layers;
-        # gradient checkpointing only where memory is short (a GPU)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(
-            route.model, dtype=torch.float32 if profile.device == "cpu" else "auto")
-    return model, tokenizer
+    """(model, tokenizer) by the route's loader above."""
+    return LOADERS[route.name](route, profile, max_length)
 
 # %%
 MAX_LENGTH = profile.sft_max_length  # set explicitly: TRL's default of 1024 would cut silently
@@ -402,53 +415,52 @@ print(f"\nQ: {questions[0]}\nbase model: {answers_before[0].shown()[:300]}")
 #   a CPU has memory to spare, so there it is off.
 # * A short run with a relatively high learning rate: LoRA adapters tolerate (and need) larger steps
 #   than full fine-tuning.
+# * `seed` and `data_seed`: 42, as `SEED` above: the same adapter initialisation and batch order every run.
+#
+# Every value comes from the profile or is written in the cell, so the cell runs as it is in a script of your
+# own with `profile` and `route` defined (or with the values `workshop profile` prints typed in).
+# `workshop sft` calls the same function with a profile its options changed (`--max-steps`,
+# `--learning-rate`, ...), then adds what only a command needs: a checkpoint every third of the run, so that an
+# interrupted run resumes, and its `--seed`.
 
 # %% tags=["export"]
 # export
 from trl import SFTConfig
 
 
-def sft_training_config(profile, route, output_dir, *, max_steps=None, batch_size=None, learning_rate=None,
-                        max_length=None, seed=42, save_steps=None):
-    """The SFT recipe; anything not given comes from the run profile. ``save_steps`` makes it resumable."""
-    steps = max_steps or profile.sft_max_steps
+def sft_training_config(profile, route, output_dir):
+    """The SFT recipe for this profile and route, every argument written out."""
+    steps = profile.sft_max_steps
     on_gpu = profile.device == "cuda"
     checkpointing = on_gpu and route.name == "bnb"  # Unsloth brings its own; a CPU has memory to spare
-    if route.name == "unsloth":
-        optim = "adamw_8bit"  # 8-bit optimizer state: a quarter of AdamW's memory
-    elif checkpointing:
-        optim = "paged_adamw_8bit"  # and paged: spills to CPU memory instead of running out (QLoRA paper)
-    else:
-        optim = "adamw_torch"
     return SFTConfig(
         output_dir=str(output_dir),
         max_steps=steps,
-        per_device_train_batch_size=batch_size or profile.sft_batch_size,
+        per_device_train_batch_size=profile.sft_batch_size,
         gradient_accumulation_steps=profile.sft_grad_accum,
-        learning_rate=learning_rate or profile.sft_learning_rate,
+        learning_rate=profile.sft_learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, steps // 20),
-        max_length=max_length or profile.sft_max_length,
+        max_length=profile.sft_max_length,
         completion_only_loss=True,
         bf16=profile.bf16,
         fp16=profile.fp16,
         use_cpu=not on_gpu,
         gradient_checkpointing=checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
-        optim=optim,
+        # 8-bit optimizer state (a quarter of AdamW's memory) with Unsloth; paged as well with bitsandbytes
+        # (spills to CPU memory instead of running out: the QLoRA paper); plain AdamW on a CPU
+        optim="adamw_8bit" if route.name == "unsloth" else "paged_adamw_8bit" if checkpointing else "adamw_torch",
         logging_steps=max(1, steps // 10),
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
-        save_total_limit=2,
+        save_strategy="no",  # the notebook saves the adapter itself; `workshop sft` checkpoints to resume
         include_num_input_tokens_seen="non_padding",
         report_to="none",
-        seed=seed,
-        data_seed=seed,
-        ddp_find_unused_parameters=False,  # under DDP: the frozen base weights get no gradient, by design
+        seed=42,
+        data_seed=42,
     )
 
 # %%
-sft_config = sft_training_config(profile, route, profile.outputs() / "sft-checkpoints", max_length=MAX_LENGTH, seed=SEED)
+sft_config = sft_training_config(profile, route, profile.outputs() / "sft-checkpoints")
 MAX_STEPS = sft_config.max_steps
 print(f"{MAX_STEPS} steps of {sft_config.per_device_train_batch_size} x {sft_config.gradient_accumulation_steps} "
       f"examples at lr {sft_config.learning_rate:g}, optimizer {sft_config.optim}")

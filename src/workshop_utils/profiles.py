@@ -145,10 +145,14 @@ class Profile:
     def use_cpu(self) -> bool:
         return self.device == "cpu"
 
+    def loader_cell(self) -> str:
+        """The loading cell of notebook 03 that runs here (routes.choose_route decides; this names it)."""
+        gpu = "load_unsloth_4bit (load_bnb_4bit without Unsloth)" if self.load_in_4bit else "load_dense"
+        return gpu if self.device == "cuda" else "load_bnb_4bit" if self.load_in_4bit else "load_dense (float32)"
+
     def outputs(self):
         """This profile's output folder (``outputs/<profile>``)."""
         from .paths import outputs_dir
-
         return outputs_dir(self.name)
 
     def table_rows(self) -> list[tuple[str, str]]:
@@ -172,6 +176,7 @@ class Profile:
             ("LLM data", _short(self.llm_data)),
             ("LLM rows (train/eval/answered)", f"{rows_txt(self.llm_train_rows)} / {rows_txt(self.llm_eval_rows)} / {rows_txt(self.llm_generate_rows)}"),
             ("SFT recipe", f"{self.sft_max_steps} steps, max_length {self.sft_max_length}, LoRA r={self.lora_r} alpha={self.lora_alpha}"),
+            ("03 loads the LLM with", self.loader_cell()),
             ("scoring answers", f"greedy, repetition penalty {self.repetition_penalty:g}, at most {self.max_new_tokens} new tokens"),
             ("retrieval (06)", f"top {self.rag_k} passages of {_short(self.rag_corpus)} by {_short(self.rag_encoder)} (dense)"),
             ("DPO recipe", f"{self.dpo_train_pairs} training pairs, {self.dpo_max_steps} steps, beta {self.dpo_beta:g}, lr {self.dpo_learning_rate:g}"),

@@ -128,15 +128,31 @@ def load_for_route(route: SFTRoute, profile, *, max_length: int, lora_r: int | N
     return recipe.add_lora(model, route, profile, r=lora_r, seed=seed), tokenizer
 
 
+# what `workshop sft` adds to notebook 03's config after the call: a resumable run (checkpoints), its --seed and,
+# under DDP, no search for unused parameters (the frozen base weights get no gradient, by design)
+COMMAND_ONLY_FIELDS = ("output_dir", "save_strategy", "save_steps", "save_total_limit", "seed", "data_seed",
+                       "ddp_find_unused_parameters")
+
+
+def command_profile(args, profile):
+    """The profile with the command line's recipe options in it (what the notebook reads as ``profile``)."""
+    import dataclasses
+
+    changes = {"sft_max_steps": args.max_steps, "sft_batch_size": args.batch_size, "sft_learning_rate": args.learning_rate,
+               "sft_max_length": args.max_length}
+    return dataclasses.replace(profile, **{k: v for k, v in changes.items() if v is not None})
+
+
 def command_config(args, profile, route: SFTRoute, out: Path):
-    """Notebook 03's ``SFTConfig`` recipe with the command line's choices, checkpointing three times to be resumable."""
+    """Notebook 03's ``SFTConfig`` for the profile the options changed, then the command's own fields
+    (:data:`COMMAND_ONLY_FIELDS`): a checkpoint every third of the run, so that an interrupted run resumes."""
+    import dataclasses
+
     from .recipes.qlora_llama3_sft import sft_training_config
 
-    steps = args.max_steps or profile.sft_max_steps
-    return sft_training_config(
-        profile, route, out, max_steps=steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_length=args.max_length, seed=args.seed, save_steps=max(1, steps // 3),
-    )
+    config = sft_training_config(command_profile(args, profile), route, out)
+    return dataclasses.replace(config, save_strategy="steps", save_steps=max(1, config.max_steps // 3), save_total_limit=2,
+                               seed=args.seed, data_seed=args.seed, ddp_find_unused_parameters=False)
 
 
 def small_model_threads(model) -> int:
