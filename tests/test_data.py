@@ -196,3 +196,97 @@ def test_shipped_data_loads_through_profile(monkeypatch):
     inst = load_instruction_task(p)
     assert len(inst["test"]) == p.llm_eval_rows
     assert not set(inst["train"]["instruction"]) & set(inst["test"]["instruction"])
+
+
+# --------------------------------------------------------------------------- 01/02's data cell: load_dataset + check
+def classifier_cell_lines(name="02_full_finetune_trainer"):
+    """The notebook's own lines from `with classification_file_errors` to `check_classification_dataset`."""
+    from conftest import ROOT
+
+    lines = (ROOT / "notebooks" / "_sources" / f"{name}.py").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("with classification_file_errors(profile):"))
+    end = lines.index("clf_data, text_columns = check_classification_dataset(raw, profile)")
+    return lines[start:end + 1]
+
+
+def run_classifier_cell(profile, name="02_full_finetune_trainer"):
+    import csv
+
+    from datasets import load_dataset
+    from workshop_utils.data import check_classification_dataset, classification_file_errors
+
+    scope = {"profile": profile, "csv": csv, "load_dataset": load_dataset, "classification_file_errors":
+             classification_file_errors, "check_classification_dataset": check_classification_dataset}
+    exec("\n".join(classifier_cell_lines(name)), scope)
+    return scope["clf_data"], scope["text_columns"]
+
+
+def smoke_profile(**changes):
+    import dataclasses
+
+    from workshop_utils.profiles import make_profile
+
+    return dataclasses.replace(make_profile("smoke", "test", cuda=False, hub=False), **changes)
+
+
+@pytest.mark.parametrize("name", ["01_baseline_evaluation", "02_full_finetune_trainer"])
+def test_notebook_data_cell_gives_the_rows_load_classification_task_gives(name):
+    p = smoke_profile()
+    assert classifier_cell_lines(name) == classifier_cell_lines()  # 01 and 02 load the data the same way
+    dd, cols = run_classifier_cell(p, name)
+    ref, ref_cols = load_classification_task(p)
+    assert cols == ref_cols == ["sentence1", "sentence2"]
+    assert len(dd["train"]) == p.clf_train_rows and len(dd["validation"]) == p.clf_eval_rows
+    for split in ("train", "validation"):
+        assert dd[split].features == ref[split].features
+        assert dd[split].to_list() == ref[split].to_list()  # same rows, same order, same seeded subset
+    assert any('"' in s for s in dd["train"]["sentence1"])  # quote characters stay text (no quoting)
+
+
+def test_notebook_data_cell_whole_files_match(tmp_path):
+    p = smoke_profile(clf_train_rows=None, clf_eval_rows=None)
+    dd, _ = run_classifier_cell(p)
+    ref, _ = load_classification_task(p)
+    assert len(dd["train"]) == 1600 and dd["train"].to_list() == ref["train"].to_list()
+    assert dd["validation"].to_list() == ref["validation"].to_list()
+
+
+@pytest.mark.parametrize("bad_row, expected", [
+    ("1\tOne.\tTwo.\tthree\n", "row 3 (line 4): 4 fields but the header has 3"),  # load_dataset itself fails
+    ("1\tOne.\n", "row 3 (line 4): 2 fields but the header has 3"),  # load_dataset fills in a missing value
+    ("2\tOne.\tTwo.\n", "row 3 (line 4), column 'label': label 2 is not one of the expected classes"),
+    ("1\t \tTwo.\n", "row 3 (line 4), column 'sentence1': empty value"),
+])
+def test_notebook_data_cell_errors_name_file_and_row(tmp_path, bad_row, expected):
+    files = pair_files(tmp_path, GOOD_TRAIN, GOOD_VAL)
+    files["train"].write_text(files["train"].read_text() + bad_row)
+    with pytest.raises(DataError) as err:
+        run_classifier_cell(smoke_profile(clf_data=str(tmp_path)))
+    assert one_line(err).startswith(f"{files['train']}: {expected}"), one_line(err)
+
+
+def test_notebook_data_cell_refuses_a_pair_in_both_splits(tmp_path):
+    pair_files(tmp_path, GOOD_TRAIN, [GOOD_TRAIN[0], GOOD_VAL[1]])
+    with pytest.raises(DataError) as err:
+        run_classifier_cell(smoke_profile(clf_data=str(tmp_path)))
+    assert "validation.tsv: row 1 (line 2), column 'sentence1': same text as train.tsv row 1" in one_line(err)
+
+
+def test_check_hub_shaped_dataset_keeps_class_names_and_drops_idx():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+    from workshop_utils.data import check_classification_dataset
+
+    features = Features({"sentence1": Value("string"), "sentence2": Value("string"),
+                         "label": ClassLabel(names=["not_equivalent", "equivalent"]), "idx": Value("int32")})
+
+    def split(rows):
+        return Dataset.from_dict({"sentence1": [r[1] for r in rows], "sentence2": [r[2] for r in rows],
+                                  "label": [int(r[0]) for r in rows], "idx": list(range(len(rows)))}, features=features)
+
+    raw = DatasetDict({"train": split(GOOD_TRAIN), "validation": split(GOOD_VAL), "test": split(GOOD_VAL)})
+    dd, cols = check_classification_dataset(raw, max_rows={"train": 1})
+    assert cols == ["sentence1", "sentence2"] and list(dd) == ["train", "validation"]
+    assert dd["train"].features["label"].names == ["not_equivalent", "equivalent"] and len(dd["train"]) == 1
+    with pytest.raises(DataError) as err:
+        check_classification_dataset(DatasetDict({"train": split(GOOD_TRAIN)}))
+    assert "no 'validation' split" in one_line(err)

@@ -121,3 +121,19 @@ def test_training_state_bytes_before_any_step_and_bad_input():
     assert state == {"weights": 32, "gradients": 32, "optimizer_state": 0}  # (3 x 2 + 2) fp32 numbers
     with pytest.raises(TypeError, match="torch model"):
         metrics.training_state_bytes("not a model")
+
+
+def test_metric_path_is_the_hub_name_or_the_local_folder():
+    import dataclasses
+
+    import evaluate
+    from workshop_utils.profiles import make_profile
+
+    offline = make_profile("smoke", "test", cuda=False, hub=False)
+    assert metrics.metric_path("accuracy", dataclasses.replace(offline, hub=True)) == "accuracy"
+    local = metrics.metric_path("f1", offline)
+    assert local == str(metrics.LOCAL_METRICS / "f1")
+    scored = evaluate.load(local).compute(predictions=[1, 1, 0, 1], references=[1, 0, 0, 1])
+    assert scored == metrics.load_metric("f1").compute(predictions=[1, 1, 0, 1], references=[1, 0, 0, 1])
+    with pytest.raises(ValueError, match="no local module for metric 'bleu'"):
+        metrics.metric_path("bleu", offline)

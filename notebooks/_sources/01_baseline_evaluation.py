@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from workshop_utils import estimates, metrics, plots
-from workshop_utils.data import describe, load_classification_task
+from workshop_utils.data import describe
 from workshop_utils.results import Results
 
 SEED = 42
@@ -45,9 +45,26 @@ results = Results.for_profile(profile)
 # With a GPU and the Hub this is **GLUE MRPC** (Microsoft Research Paraphrase Corpus: news sentence
 # pairs labelled by people). Offline it is `data/paraphrase`, a dataset of the same shape shipped with
 # the workshop. Label 1 means "paraphrase", 0 means "not a paraphrase".
+#
+# 🤗 Datasets' `load_dataset` reads either: a Hub id and configuration, or local files. `data/paraphrase` is
+# GLUE-style TSV (tab-separated, no quoting: a quote character is text), so we say so. The next line,
+# `check_classification_dataset`, checks every row (a bad one is a one-line error naming file, row and column),
+# makes the label a `ClassLabel` and keeps the profile's rows (a seeded subset in smoke).
 
 # %%
-clf_data, text_columns = load_classification_task(profile)
+import csv
+
+from datasets import load_dataset
+
+from workshop_utils.data import check_classification_dataset, classification_file_errors
+
+with classification_file_errors(profile):  # what load_dataset cannot read becomes one line naming the file and row
+    if profile.hub:
+        raw = load_dataset(profile.clf_data, profile.clf_data_config)  # "nyu-mll/glue", "mrpc"
+    else:
+        files = {split: f"{profile.clf_data}/{split}.tsv" for split in ("train", "validation")}
+        raw = load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE)
+clf_data, text_columns = check_classification_dataset(raw, profile)
 label_names = ["not_paraphrase", "paraphrase"]
 print(describe(clf_data))
 print("text columns:", text_columns)

@@ -25,7 +25,7 @@ import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from workshop_utils import estimates, metrics, plots
-from workshop_utils.data import describe, load_classification_task
+from workshop_utils.data import describe
 from workshop_utils.paths import display_path
 from workshop_utils.results import Results
 
@@ -36,11 +36,25 @@ transformers.logging.set_verbosity_error()  # keeps the expected "newly initiali
 
 # %% [markdown]
 # ## The data
-# The same task as notebook 01: is sentence 2 a paraphrase of sentence 1? (GLUE MRPC with the Hub,
-# `data/paraphrase` offline.)
+# The same task as notebook 01: is sentence 2 a paraphrase of sentence 1? `load_dataset` reads it: GLUE MRPC from
+# the Hub, or offline `data/paraphrase`, GLUE-style TSV files (tab-separated, no quoting: a quote is text).
+# `check_classification_dataset` then checks every row (a bad one is a one-line error naming file, row and column),
+# makes the label a `ClassLabel` and keeps the profile's rows (a seeded subset in smoke).
 
 # %%
-clf_data, text_columns = load_classification_task(profile)
+import csv
+
+from datasets import load_dataset
+
+from workshop_utils.data import check_classification_dataset, classification_file_errors
+
+with classification_file_errors(profile):  # what load_dataset cannot read becomes one line naming the file and row
+    if profile.hub:
+        raw = load_dataset(profile.clf_data, profile.clf_data_config)  # "nyu-mll/glue", "mrpc"
+    else:
+        files = {split: f"{profile.clf_data}/{split}.tsv" for split in ("train", "validation")}
+        raw = load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE)
+clf_data, text_columns = check_classification_dataset(raw, profile)
 label_names = ["not_paraphrase", "paraphrase"]
 print(describe(clf_data))
 
@@ -194,20 +208,26 @@ print(f"{training_args.num_train_epochs:g} epochs at lr {training_args.learning_
 # GLUE MRPC reports accuracy and F1. The `evaluate` library gives every metric the same interface:
 # `evaluate.load(name)` returns a module, `compute(predictions=..., references=...)` scores them, and
 # `evaluate.combine([...])` scores several at once. `evaluate.load("accuracy")` fetches the metric's code
-# from the Hub; without the Hub, `metrics.load_metric` hands `evaluate.load` the workshop's own module of
-# the same name from a local folder instead (same inputs, same output key, computed with scikit-learn).
+# from the Hub; offline, `metric_path` gives `evaluate.load` the folder of the workshop's own module of the same
+# name instead (same inputs, same output key, computed with scikit-learn).
 
 # %%
 import evaluate
 
-accuracy_and_f1 = evaluate.combine([metrics.load_metric("accuracy"), metrics.load_metric("f1")])
+from workshop_utils.metrics import metric_path
+
+accuracy = evaluate.load(metric_path("accuracy", profile))  # "accuracy" with the Hub, a local folder offline
+f1 = evaluate.load(metric_path("f1", profile))
+accuracy_and_f1 = evaluate.combine([accuracy, f1])
 print(accuracy_and_f1.compute(predictions=[1, 1, 0, 1], references=[1, 0, 0, 1]))  # 3 of 4 right; F1 of class 1: 0.8
 
 # %% [markdown]
 # `Trainer` calls `compute_metrics` after each evaluation with the logits and labels of the whole
 # evaluation set. Ours takes the most likely class and asks the two modules for their scores; with more
 # than two classes (`workshop train-classifier --label-names ...`) it asks F1 for the mean over classes
-# (`average="macro"`), an option `combine` would not pass on. This is the recipe's scoring too.
+# (`average="macro"`), an option `combine` would not pass on. This is the recipe's scoring too, so it
+# loads the same modules with `metrics.load_metric`: once per process, kept in memory, and the local module if the
+# Hub fails mid-run.
 
 # %% tags=["export"]
 # export

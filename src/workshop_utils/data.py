@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -46,11 +47,19 @@ def load_classification_files(
     seed: int = 0,
 ):
     """Read and validate local split files into a ``datasets.DatasetDict`` (columns: texts + label)."""
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-
     tables = {split: read_table(path) for split, path in files.items()}
     if "train" not in tables:
         raise DataError("no training file given; pass --train FILE")
+    dd = _checked_dataset(tables, text_columns, label_column, label_names, max_rows, seed)
+    if eval_split not in dd and "test" in dd:
+        dd["validation"] = dd.pop("test")
+    return dd
+
+
+def _checked_dataset(tables: dict[str, Table], text_columns, label_column, label_names, max_rows, seed, overlap=True):
+    """The split tables checked (columns, empty cells, labels, train/eval overlap) into a seeded, capped DatasetDict."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
     columns = list(text_columns) if text_columns else infer_text_columns(tables["train"].columns)
     if not 1 <= len(columns) <= 2:
         raise DataError(f"--text-columns takes one column or two (a sentence pair), got {columns}")
@@ -63,7 +72,7 @@ def load_classification_files(
         parsed[split] = {c: [str(r[c]) for r in table.rows] for c in columns}
         parsed[split]["label"] = labels
     for split, table in tables.items():
-        if split != "train":
+        if split != "train" and overlap:
             check_no_overlap(tables["train"], table, columns)
     features = Features({**{c: Value("string") for c in columns}, "label": ClassLabel(names=names)})
     out = {}
@@ -71,10 +80,7 @@ def load_classification_files(
         n = len(cols["label"])
         keep = _subset(list(range(n)), (max_rows or {}).get(split), seed)
         out[split] = Dataset.from_dict({k: [v[i] for i in keep] for k, v in cols.items()}, features=features)
-    dd = DatasetDict(out)
-    if eval_split not in dd and "test" in dd:
-        dd["validation"] = dd.pop("test")
-    return dd
+    return DatasetDict(out)
 
 
 def load_classification_task(profile=None, *, source: str | None = None, config: str | None = None, **kwargs):
@@ -88,40 +94,83 @@ def load_classification_task(profile=None, *, source: str | None = None, config:
         kwargs.setdefault("max_rows", {"train": profile.clf_train_rows, "validation": profile.clf_eval_rows})
     if source is None:
         raise DataError("no data source given: pass a profile, a hub id or a folder")
-    local = Path(source)
-    if local.exists():
-        files = find_split_files(local) if local.is_dir() else {"train": local}
-        files = {k: v for k, v in files.items() if k in ("train", "validation")}
-        dd = load_classification_files(files, **kwargs)
-    else:
-        dd = _load_hub_classification(source, config, **kwargs)
-    columns = [c for c in dd["train"].column_names if c != "label"]
-    return dd, columns
-
-
-def _load_hub_classification(source: str, config: str | None, *, max_rows=None, seed: int = 0, **_ignored):
-    """A task from the hub (the GPU/CPU profiles), with the same checks as local files."""
-    from datasets import DatasetDict, load_dataset
+    if Path(source).exists():
+        dd = load_classification_files(_split_files(Path(source)), **kwargs)
+        return dd, [c for c in dd["train"].column_names if c != "label"]
+    from datasets import load_dataset
 
     try:
         raw = load_dataset(source, config)
-    except Exception as exc:  # offline, wrong id, gated
-        raise DataError(
-            f"{source}{f' [{config}]' if config else ''}: could not be loaded from the Hugging Face Hub "
-            f"({exc.__class__.__name__}); check the id and your connection, or use WORKSHOP_PROFILE=offline"
-        ) from None
-    keep = {}
+    except Exception as exc:
+        raise _load_error(source, config, exc) from None
+    kwargs.pop("eval_split", None)
+    return check_classification_dataset(raw, **kwargs)
+
+
+def _split_files(local: Path) -> dict[str, Path]:
+    files = find_split_files(local) if local.is_dir() else {"train": local}
+    return {k: v for k, v in files.items() if k in ("train", "validation")}
+
+
+def _load_error(source: str, config: str | None, exc: Exception) -> DataError:
+    """What ``load_dataset`` raised, as one line; a local file is re-read by ``read_table``, which names the row."""
+    if not Path(source).exists():  # offline, wrong id, gated
+        return DataError(f"{source}{f' [{config}]' if config else ''}: could not be loaded from the Hugging Face Hub "
+                         f"({exc.__class__.__name__}); check the id and your connection, or use WORKSHOP_PROFILE=offline")
+    try:
+        for path in _split_files(Path(source)).values():
+            read_table(path)
+    except DataError as err:
+        return err
+    return DataError(f"{source}: load_dataset could not read it ({exc.__class__.__name__}); GLUE-style TSV files are "
+                     "tab-separated, with a header line and no quoting")
+
+
+@contextmanager
+def classification_file_errors(profile):
+    """Around ``load_dataset`` on the profile's classification data: what it raises becomes a one-line DataError
+    (for local files the one :func:`workshop_utils.tables.read_table` raises, naming the file and row)."""
+    try:
+        yield
+        return
+    except DataError:
+        raise
+    except Exception as exc:
+        error = _load_error(profile.clf_data, profile.clf_data_config, exc)
+    raise error from None
+
+
+def check_classification_dataset(dd, profile=None, *, data_files=None, text_columns=None, label_column: str = "label",
+                                 label_names=None, max_rows=None, seed: int = 0):
+    """``load_dataset``'s result, checked and ready for training: ``train``/``validation`` with the text columns and
+    a ``ClassLabel`` label, capped with the seeded subsets of :func:`load_classification_files` (the profile's rows).
+    Returns ``(DatasetDict, text_columns)``. The checks are the local files' own, so a bad row is a one-line
+    DataError naming the file (``data_files`` or the profile's folder; the split for the hub), row and column.
+    """
+    from datasets import ClassLabel
+
+    if profile is not None:
+        max_rows = max_rows or {"train": profile.clf_train_rows, "validation": profile.clf_eval_rows}
+        if data_files is None and Path(profile.clf_data).exists():
+            data_files = _split_files(Path(profile.clf_data))
+    missing = [s for s in ("train", "validation") if s not in dd]
+    if missing:
+        raise DataError(f"the dataset has no '{missing[0]}' split (found {list(dd)}); name the files train and validation")
+    feature = dd["train"].features.get(label_column)
+    label_names = label_names or (feature.names if isinstance(feature, ClassLabel) else None)
+    tables = {}
     for split in ("train", "validation"):
-        if split not in raw:
-            raise DataError(f"{source}: has no '{split}' split (found {list(raw)})")
-        ds = raw[split]
-        drop = [c for c in ("idx",) if c in ds.column_names]
-        ds = ds.remove_columns(drop)
-        n = (max_rows or {}).get(split)
-        if n is not None and n < len(ds):
-            ds = ds.shuffle(seed=seed).select(range(n))
-        keep[split] = ds
-    return DatasetDict(keep)
+        rows = dd[split].to_list()
+        where = Path((data_files or {}).get(split) or f"{split} split")
+        tables[split] = Table(where, dd[split].column_names, rows, [i + 2 for i in range(len(rows))])
+    try:
+        out = _checked_dataset(tables, text_columns, label_column, label_names, max_rows, seed, overlap=bool(data_files))
+    except DataError:
+        if data_files:  # the files read line by line: the same error with the file's own line numbers
+            load_classification_files(data_files, text_columns=text_columns, label_column=label_column,
+                                      label_names=label_names)
+        raise
+    return out, [c for c in out["train"].column_names if c != "label"]
 
 
 # --------------------------------------------------------------------------- instruction sets

@@ -44,6 +44,18 @@ def load_metric(name: str):
     return _loaded[name]
 
 
+def metric_path(name: str, profile=None) -> str:
+    """What to hand ``evaluate.load``: the Hub's module name (``"accuracy"``) when the profile has the Hub, the
+    workshop's module of the same name (its folder in ``workshop_utils/evaluate_metrics``) offline."""
+    from .profiles import hub_status
+
+    if not (LOCAL_METRICS / name / f"{name}.py").is_file():
+        raise ValueError(f"no local module for metric {name!r}; available: "
+                         + ", ".join(sorted(p.name for p in LOCAL_METRICS.iterdir() if (p / f"{p.name}.py").is_file())))
+    hub = profile.hub if profile is not None else hub_status()[0]
+    return name if hub else str(LOCAL_METRICS / name)
+
+
 def accuracy_f1(predictions: Sequence[int], references: Sequence[int], positive: int = 1) -> dict[str, float]:
     """Accuracy and F1 of the positive class, with scikit-learn (what the ``evaluate`` modules call)."""
     from sklearn.metrics import accuracy_score, f1_score
