@@ -198,6 +198,83 @@ def test_shipped_data_loads_through_profile(monkeypatch):
     assert not set(inst["train"]["instruction"]) & set(inst["test"]["instruction"])
 
 
+# --------------------------------------------------------------------------- 03/05's data cell: load_dataset + check
+def data_cell_lines(name="03_qlora_llama3_sft"):
+    """The notebook's own lines from `with instruction_file_errors` to `check_instruction_dataset`."""
+    from conftest import ROOT
+
+    lines = (ROOT / "notebooks" / "_sources" / f"{name}.py").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("with instruction_file_errors(profile):"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("dataset = check_instruction_dataset(raw, profile)"))
+    assert end == start + 2, "the data cell is: with ...: load_dataset(...), then check_instruction_dataset(...)"
+    return [line.split("  #")[0] for line in lines[start:end + 1]]
+
+
+def run_data_cell(profile):
+    from datasets import load_dataset
+    from workshop_utils.data import check_instruction_dataset, instruction_file_errors
+
+    scope = {"profile": profile, "load_dataset": load_dataset, "check_instruction_dataset": check_instruction_dataset,
+             "instruction_file_errors": instruction_file_errors}
+    exec("\n".join(data_cell_lines()), scope)
+    return scope["dataset"]
+
+
+def test_05_loads_its_data_with_03s_lines():
+    assert data_cell_lines("05_preference_dpo") == data_cell_lines()
+
+
+@pytest.mark.parametrize("name", ["smoke", "offline"])
+def test_data_cell_returns_the_rows_of_load_instruction_task(name):
+    from workshop_utils.data import load_instruction_task
+    from workshop_utils.profiles import make_profile
+
+    p = make_profile(name, "test", cuda=False, hub=False)
+    cell, task = run_data_cell(p), load_instruction_task(p)
+    for split in ("train", "test"):
+        assert cell[split].column_names == task[split].column_names == ["instruction", "response"]
+        assert cell[split].to_list() == task[split].to_list()
+    if name == "smoke":
+        assert (len(cell["train"]), len(cell["test"])) == (p.llm_train_rows, p.llm_eval_rows)
+
+
+def cell_profile(tmp_path):
+    import dataclasses
+
+    from workshop_utils.profiles import make_profile
+
+    return dataclasses.replace(make_profile("smoke", "test", cuda=False, hub=False), llm_data=str(tmp_path))
+
+
+def test_data_cell_malformed_file_is_one_line(tmp_path):
+    write(tmp_path / "train.jsonl", '{"instruction": "a", "response": "b"}\n{"instruction": "c", "response": \n')
+    write(tmp_path / "test.jsonl", '{"instruction": "d", "response": "e"}\n')
+    with pytest.raises(DataError) as err:
+        run_data_cell(cell_profile(tmp_path))
+    assert "train.jsonl: row 2 (line 2)" in one_line(err) and "not valid JSON" in str(err.value)
+    assert err.value.__context__ is None or err.value.__suppress_context__
+
+
+def test_data_cell_missing_field_is_one_line(tmp_path):
+    write(tmp_path / "train.jsonl", '{"question": "a", "answer": "b"}\n')
+    write(tmp_path / "test.jsonl", '{"question": "c", "answer": "d"}\n')
+    with pytest.raises(DataError) as err:
+        run_data_cell(cell_profile(tmp_path))
+    assert "train.jsonl: missing field 'instruction' (found: question, answer)" in one_line(err)
+
+
+def test_data_cell_shared_answer_is_one_line(tmp_path):
+    write(tmp_path / "train.jsonl", '{"instruction": "What is X ?", "response": "X is a rare  condition."}\n\n'
+                                    '{"instruction": "What causes Y ?", "response": "Y is caused by Z."}\n')
+    write(tmp_path / "test.jsonl", '{"instruction": "What is W ?", "response": "W is a disease."}\n'
+                                   '{"instruction": "Who gets Q ?", "response": "y IS caused  by z."}\n')
+    with pytest.raises(DataError) as err:
+        run_data_cell(cell_profile(tmp_path))
+    msg = one_line(err)
+    assert "test.jsonl: row 2 (line 2), column 'response': same answer as train.jsonl row 2 (line 3)" in msg
+    assert "drop the row" in msg
+
+
 # --------------------------------------------------------------------------- 01/02's data cell: load_dataset + check
 def classifier_cell_lines(name="02_full_finetune_trainer"):
     """The notebook's own lines from `with classification_file_errors` to `check_classification_dataset`."""

@@ -84,14 +84,22 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 # Each row has an `instruction` (what the user asks) and a `response` (the answer we want). The
 # held-out split shares **no topic** with training: no disease, gene or drug of the test questions appears
 # in a training row, and no answer appears in both. A question about a disease seen in training
-# ("What are the symptoms of X?" after "What is X?") would measure memory, not learning. The loader refuses
-# shared questions and answers; `tests/test_medquad_data.py` proves the topic split on the shipped files.
+# ("What are the symptoms of X?" after "What is X?") would measure memory, not learning.
+# `tests/test_medquad_data.py` proves the topic split on the shipped files.
+#
+# Every profile reads the shipped folder `data/medquad` with `load_dataset("json", ...)`; with a hub id in
+# `llm_data` it would be `load_dataset(hub_id)`, whose one split `load_instruction_task` divides by question.
+# `check_instruction_dataset` then checks the fields and texts, refuses a held-out question or answer that is
+# also in training (an error names file, row and field), and keeps the profile's rows (a seeded sample).
 
 # %%
-from workshop_utils.data import load_instruction_task
+from datasets import load_dataset
+from workshop_utils.data import check_instruction_dataset, instruction_file_errors
 from workshop_utils.chat import check_shared_prompts
 
-dataset = load_instruction_task(profile)
+with instruction_file_errors(profile):  # a malformed line: one error naming its file and row
+    raw = load_dataset("json", data_files={"train": f"{profile.llm_data}/train.jsonl", "test": f"{profile.llm_data}/test.jsonl"})
+dataset = check_instruction_dataset(raw, profile)
 print(dataset)
 assert check_shared_prompts(dataset) == 0, "a held-out prompt also appears in training"
 shared_answers = set(dataset["train"]["response"]) & set(dataset["test"]["response"])

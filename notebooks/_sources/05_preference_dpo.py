@@ -169,14 +169,17 @@ def build_pairs(questions, greedy, guarded, split, training_pairs=()):
             and not {plain.text, guard.text} & seen]
 
 # %% [markdown]
-# The questions come from MedQuAD as in 03: training pairs from training topics, held-out questions from
+# The questions come from MedQuAD, loaded and checked as in 03: training pairs from training topics, held-out questions from
 # the held-out topics (no disease, gene or drug in common). The model answers each question twice, in
 # batches. The held-out answers are kept: they are the SFT model's "before" answers below.
 
 # %%
-from workshop_utils.data import load_instruction_task
+from datasets import load_dataset
+from workshop_utils.data import check_instruction_dataset, instruction_file_errors
 
-dataset = load_instruction_task(profile)
+with instruction_file_errors(profile):  # the same two lines as 03
+    raw = load_dataset("json", data_files={"train": f"{profile.llm_data}/train.jsonl", "test": f"{profile.llm_data}/test.jsonl"})
+dataset = check_instruction_dataset(raw, profile)
 train_rows = dataset["train"].shuffle(seed=SEED).select(range(min(profile.dpo_train_pairs, len(dataset["train"]))))
 test_rows = dataset["test"].select(range(min(profile.llm_generate_rows or len(dataset["test"]), len(dataset["test"]))))
 estimates.announce(f"the SFT model answers {len(train_rows) + len(test_rows)} questions, twice",

@@ -190,15 +190,18 @@ def load_instruction_files(
     for shared instructions and for shared answers. Output columns are ``instruction`` and ``response``, plus
     each of ``extra_fields`` (e.g. ``focus``, the topic) as text, empty where a row lacks it.
     """
+    files = files if isinstance(files, dict) else _instruction_files(files)
+    tables = {split: read_table(p) for split, p in files.items() if split in ("train", "test")}
+    return _checked_instructions(tables, [instruction_field, response_field], test_fraction=test_fraction,
+                                 max_rows=max_rows, seed=seed, extra_fields=extra_fields)
+
+
+def _checked_instructions(tables: dict[str, Table], fields: Sequence[str], *, test_fraction: float = 0.15,
+                          max_rows: dict[str, int | None] | None = None, seed: int = 0, extra_fields: Sequence[str] = ()):
+    """The checks and the row caps of an instruction set read into tables (one per split), as a DatasetDict."""
     from datasets import Dataset, DatasetDict
 
-    if not isinstance(files, dict):
-        path = Path(files)
-        files = find_split_files(path) if path.is_dir() else {"train": path}
-        if "validation" in files and "test" not in files:
-            files["test"] = files.pop("validation")
-    tables = {split: read_table(p) for split, p in files.items() if split in ("train", "test")}
-    fields = [instruction_field, response_field]
+    instruction_field, response_field = fields
     for table in tables.values():
         require_columns(table, fields, what="field", options="--instruction-field / --response-field")
         for index, row in enumerate(table.rows):
@@ -229,6 +232,47 @@ def load_instruction_files(
     train = _subset(train, limits.get("train"), seed)
     test = _subset(test, limits.get("test"), seed)
     return DatasetDict({"train": Dataset.from_list(train), "test": Dataset.from_list(test)})
+
+
+def _instruction_files(source: Path | str) -> dict[str, Path]:
+    path = Path(source)
+    files = find_split_files(path) if path.is_dir() else {"train": path}
+    if "validation" in files and "test" not in files:
+        files["test"] = files.pop("validation")
+    return {split: p for split, p in files.items() if split in ("train", "test")}
+
+
+def check_instruction_dataset(dd, profile, **kwargs):
+    """What ``load_dataset("json", data_files=...)`` read from the profile's folder, checked as
+    :func:`load_instruction_task` checks it (fields, text, no held-out question or answer in training; one-line
+    errors naming file, row and field), then cut to the profile's seeded row caps: ``instruction``/``response``."""
+    files = _instruction_files(profile.llm_data)
+    kwargs.setdefault("max_rows", {"train": profile.llm_train_rows, "test": profile.llm_eval_rows})
+    tables = {}
+    for split, ds in dd.items():
+        if split not in files:
+            raise DataError(f"{profile.llm_data}: no {split} file for the dataset's '{split}' split")
+        rows = ds.to_list()
+        text = files[split].read_text(encoding="utf-8-sig")
+        lines = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        if len(lines) != len(rows) or files[split].suffix != ".jsonl":  # csv/tsv: line 1 is the header
+            lines = [i + (1 if files[split].suffix == ".jsonl" else 2) for i in range(len(rows))]
+        tables[split] = Table(files[split], list(ds.column_names), rows, lines)
+    return _checked_instructions(tables, list(profile.llm_fields), **kwargs)
+
+
+@contextmanager
+def instruction_file_errors(profile):
+    """Around ``load_dataset`` on the profile's files: a malformed file becomes the one-line DataError naming its
+    file, row and field (the files are re-read by :func:`workshop_utils.tables.read_table`, which names the row)."""
+    try:
+        yield
+    except Exception:
+        try:  # files that read cleanly here leave load_dataset's own error
+            load_instruction_files(profile.llm_data, instruction_field=profile.llm_fields[0], response_field=profile.llm_fields[1])
+        except DataError as err:
+            raise err from None
+        raise
 
 
 def _split_by_prompt(rows: list[dict[str, str]], test_fraction: float, seed: int):
