@@ -66,8 +66,8 @@ print(describe(clf_data))
 # Why not `padding="max_length"`? It pads *every* pair to the same length (512 tokens for BERT if you
 # forget to set `max_length`), and the model then spends almost all of its compute on padding: MRPC
 # pairs are about 50 tokens long. Instead `DataCollatorWithPadding` pads **each batch to its longest
-# pair** when the batch is built. Same results, a fraction of the work (`scripts/benchmark_padding.py`
-# measures the difference: 25x more training samples per second on a 2-core CPU).
+# pair** when the batch is built. Same results, a fraction of the work: `scripts/benchmark_padding.py`
+# measures the difference, and [docs/benchmarks.md](../docs/benchmarks.md) has its figures.
 #
 # One step further would be to put pairs of similar length in the same batch
 # (`TrainingArguments(train_sampling_strategy="group_by_length")`), so even less padding is left. It is
@@ -379,8 +379,8 @@ print(card.data.to_yaml())
 #   compares the choices);
 # * `r` and `lora_alpha`: the rank and the scale of the update (`alpha / r` multiplies it);
 # * `lora_dropout`: dropout on the LoRA path, a little regularisation. Our profiles set it to 0: these
-#   runs are short and keep the best evaluation anyway, and on a CPU the dropout costs about a fifth of
-#   LoRA's training time, because every adapted layer copies its input to drop parts of it.
+#   runs are short and keep the best evaluation anyway, and on a CPU the dropout costs training time, because
+#   every adapted layer copies its input to drop parts of it (measured in [docs/benchmarks.md](../docs/benchmarks.md)).
 #
 # With so few trainable weights, each one has to move further: LoRA usually wants a **higher learning
 # rate** (here 10x the full fine-tuning rate; `dataclasses.replace` copies the profile with that one field

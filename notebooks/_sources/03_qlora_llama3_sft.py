@@ -115,7 +115,7 @@ print(f"\ninstruction: {example['instruction']}\nresponse:    {example['response
 # On the two 4-bit ways the weights are stored in **NF4** ("normal float", suited to normally distributed
 # weights) with **double quantization** (the quantization constants are quantized too), and each matrix
 # product unpacks the blocks it needs to the *compute dtype*: bf16 where the hardware has it, fp16 on older
-# GPUs such as a T4, float32 on CPUs that would only emulate bf16 (dozens of times slower).
+# GPUs such as a T4, float32 on CPUs that would only emulate bf16 (far slower: [docs/llm-track.md](../docs/llm-track.md)).
 #
 # Cells marked `# export` are the recipe itself: `workshop sft` runs this same code (it is copied into
 # `workshop_utils/recipes/qlora_llama3_sft.py` when the notebooks are built).
@@ -635,8 +635,8 @@ print(card.data.to_yaml())
 #   an AVX2-only one) is in [docs/llm-track.md](../docs/llm-track.md).
 # * **compute dtype**: the 4-bit blocks are unpacked to `bnb_4bit_compute_dtype` for each product. bf16
 #   halves the memory traffic, but only CPUs with bf16 in hardware (AVX512 on x86; notebook 00's hardware
-#   table says) compute it natively; elsewhere PyTorch emulates it, dozens of times slower than float32, so
-#   there we unpack to float32.
+#   table says) compute it natively; elsewhere PyTorch emulates it, far slower than float32 (measured in
+#   docs/llm-track.md), so there we unpack to float32.
 # * **held-out NLL** of the freshly loaded model (adapters start at zero): what rounding the weights to
 #   4 bits costs in quality before any training.
 # * **peak RSS**: the most memory the process held during the steps (it includes everything this notebook
@@ -664,7 +664,7 @@ else:
     n_check = min(16, len(questions))
     quick_rows = train_conversations.select(range(min(len(train_conversations), QUANT_STEPS * profile.sft_batch_size)))
     estimates.announce(f"{QUANT_STEPS} training steps in float32 and in 4-bit",
-                       estimates.sft_train_seconds(profile, steps=2 * QUANT_STEPS) * 1.5)
+                       estimates.quantization_check_seconds(profile))
     rows = {}
     for name, candidate in candidates.items():
         ensure_distinct_pad(tokenizer, candidate)

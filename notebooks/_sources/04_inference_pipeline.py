@@ -114,11 +114,8 @@ print(f"pipeline: accuracy {pipeline_scores['accuracy']:.3f} | recorded by noteb
 # %%
 bench_inputs = val_inputs[:32]
 batch_sizes = [1, 8, 32]
-estimates.announce(
-    f"timing {len(bench_inputs)} pairs at batch sizes {batch_sizes}",
-    # batch size 1 runs about 5x slower per pair than the batched evaluation the estimate assumes
-    estimates.classifier_eval_seconds(profile, len(bench_inputs)) * (5 + len(batch_sizes)),
-)
+estimates.announce(f"timing {len(bench_inputs)} pairs at batch sizes {batch_sizes}",
+                   estimates.batch_benchmark_seconds(profile, len(bench_inputs), batch_sizes))
 classifier(bench_inputs[:8], batch_size=8)  # warm-up: the first call pays one-off costs
 
 

@@ -174,6 +174,18 @@ def generation_seconds(profile, n_prompts: int, new_tokens: int | None = None) -
     return n_prompts * new_tokens / rate / (4 if profile.device == "cpu" else 8) * _scale(profile, "decode")
 
 
+def quantization_check_seconds(profile) -> float:
+    """Notebook 03's 4-bit check on a CPU: QUANT_STEPS steps in float32 and in 4-bit NF4 (unpacking the 4-bit blocks
+    makes those steps about half as slow again), plus loading the model twice."""
+    return sft_train_seconds(profile, steps=2 * QUANT_STEPS) * 1.5
+
+
+def batch_benchmark_seconds(profile, n_inputs: int, batch_sizes) -> float:
+    """Notebook 04's throughput table: ``n_inputs`` classified at each batch size; batch size 1 runs about 5x slower
+    per input than the batched evaluation the classifier rate was measured on."""
+    return classifier_eval_seconds(profile, n_inputs) * (5 + len(batch_sizes))
+
+
 def nll_seconds(profile, n_rows: int) -> float:
     """Teacher-forced scoring of ``n_rows`` reference answers (one forward pass each, batched)."""
     return n_rows * LLM_TOKENS_PER_EXAMPLE / NLL_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile, "forward")
@@ -252,7 +264,7 @@ def series_estimate(profile) -> SeriesEstimate:
     # model answers the held-out questions again under both decodings, and DPO trains
     dpo = (generation_seconds(profile, 2 * n_pairs + 4 * n_prompts) + nll_seconds(profile, 6 * n_prompts)
            + dpo_train_seconds(profile))
-    four_bit = 0.0 if profile.device == "cuda" else sft_train_seconds(profile, steps=2 * QUANT_STEPS) * 1.5 + fixed
+    four_bit = 0.0 if profile.device == "cuda" else quantization_check_seconds(profile) + fixed
     return SeriesEstimate(
         {
             "00_setup": (5.0 + FIXED_S[profile.device] * 0.2) * _scale(profile, "fixed"),
