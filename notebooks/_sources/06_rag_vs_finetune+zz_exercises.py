@@ -12,7 +12,7 @@ deep_bm25, deep_dense = bm25_search(index, questions, max(DEPTHS)), dense_search
 depth_table = pd.DataFrame({name: {k: recall_at_k(hits, held_out["focus"], corpus["focus"], k) for k in DEPTHS}
                             for name, hits in (("BM25", deep_bm25), ("dense", deep_dense))})
 print(depth_table.rename_axis("k").round(3).to_string())
-per_passage = (sum(lengths[f"with {K} passages"]) - sum(lengths["question only"])) / len(questions) / K
+per_passage = extra_tokens / K
 print(f"each passage adds about {per_passage:.0f} prompt tokens: 10 passages would add about {10 * per_passage:.0f}")
 # Recall can only grow with k, and it flattens: once the right topic is in the list, more passages add
 # tokens, time and distraction, not facts. A small model also reads a long prompt less well.

@@ -218,6 +218,7 @@ from transformers import AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
 rag_questions = [with_passages(q, [passages[i] for i in ids[:K]]) for q, ids in zip(questions, dense_hits)]
 lengths = {"question only": prompt_tokens(tokenizer, questions), f"with {K} passages": prompt_tokens(tokenizer, rag_questions)}
+extra_tokens = (sum(lengths[f"with {K} passages"]) - sum(lengths["question only"])) / len(questions)  # mean, per prompt
 print(pd.DataFrame({name: pd.Series(n).describe()[["mean", "min", "max"]] for name, n in lengths.items()}).round(0)
       .rename(index={"mean": "mean tokens", "min": "fewest", "max": "most"}).to_string())
 print("\nOne prompt as the model reads it:\n")
@@ -270,8 +271,7 @@ model, tokenizer = load_sft_model(profile, adapter_dir)
 model.eval()
 answered = min(profile.llm_generate_rows or len(questions), len(questions))
 estimates.announce(f"four systems: {len(questions)} reference answers scored and {answered} questions answered "
-                   "by each", estimates.rag_seconds(profile, len(questions), answered, extra_tokens=sum(
-                       lengths[f"with {K} passages"]) / len(questions) - sum(lengths["question only"]) / len(questions)))
+                   "by each", estimates.rag_seconds(profile, len(questions), answered, extra_tokens=extra_tokens))
 scores = score_systems(model, tokenizer, questions, rag_questions, references, profile=profile, encoder=encoder)
 
 # %%
@@ -326,7 +326,6 @@ for i in range(min(2, answered)):
 # %%
 tuned = paired_difference(scores["sft"]["nll_per_question"], scores["base"]["nll_per_question"])
 both = paired_difference(scores["sft_rag"]["nll_per_question"], scores["base"]["nll_per_question"])
-extra_tokens = (sum(lengths[f"with {K} passages"]) - sum(lengths["question only"])) / len(questions)
 for label, g in (("fine-tuning alone", tuned), ("retrieval alone", gains["base"]), ("retrieval on top of SFT", gains["sft"]),
                  ("both, against the base model", both)):
     print(f"NLL of the references, {label:<29} {g['mean']:+.3f} per question ({g['low']:+.3f} to {g['high']:+.3f})")

@@ -116,8 +116,7 @@ def score_chat_model(model, tokenizer, questions: Sequence[str], references: Seq
         raise ValueError(f"{len(answers)} answers given for {n} questions")
     value, extra = None, {}
     if nll:
-        pairs = [answer_token_ids(tokenizer, q, a, system_prompt) for q, a in zip(questions, references)]
-        scored = answer_logprobs(model, tokenizer, pairs, desc=f"{desc}: NLL")
+        scored = reference_logprobs(model, tokenizer, questions, references, system_prompt=system_prompt, desc=f"{desc}: NLL")
         value = -sum(s for s, _ in scored) / max(1, sum(k for _, k in scored))
         if per_question:
             extra["nll_per_question"] = [-s / max(1, k) for s, k in scored]
@@ -191,12 +190,20 @@ def answer_logprobs(model, tokenizer, token_pairs: Sequence[tuple[list[int], lis
     return out
 
 
+def reference_logprobs(model, tokenizer, instructions: Sequence[str], references: Sequence[str], *, batch_size: int = 8,
+                       system_prompt: str | None = SYSTEM_PROMPT, desc: str = "NLL") -> list[tuple[float, int]]:
+    """:func:`answer_logprobs` of each reference answer after its instruction, as the chat template writes them."""
+    pairs = [answer_token_ids(tokenizer, q, a, system_prompt) for q, a in zip(instructions, references)]
+    return answer_logprobs(model, tokenizer, pairs, batch_size=batch_size, desc=desc)
+
+
 def answer_nll_per_question(model, tokenizer, instructions: Sequence[str], references: Sequence[str], *,
                             batch_size: int = 8, system_prompt: str | None = SYSTEM_PROMPT, desc: str = "NLL") -> list[float]:
     """Each reference answer's mean NLL per token (EOS included) given its instruction: what
     ``score_chat_model(..., per_question=True)`` returns as ``nll_per_question``."""
-    pairs = [answer_token_ids(tokenizer, q, a, system_prompt) for q, a in zip(instructions, references)]
-    return [-s / max(1, n) for s, n in answer_logprobs(model, tokenizer, pairs, batch_size=batch_size, desc=desc)]
+    scored = reference_logprobs(model, tokenizer, instructions, references, batch_size=batch_size,
+                                system_prompt=system_prompt, desc=desc)
+    return [-s / max(1, n) for s, n in scored]
 
 
 def answer_nll(model, tokenizer, instructions: Sequence[str], references: Sequence[str], *, batch_size: int = 8,
@@ -207,8 +214,8 @@ def answer_nll(model, tokenizer, instructions: Sequence[str], references: Sequen
     ``-log p(token | everything before it)`` over the answer's tokens. No generation, so it is cheap and
     steady; lower is better, and ``exp(nll)`` is the perplexity of the answers.
     """
-    pairs = [answer_token_ids(tokenizer, q, a, system_prompt) for q, a in zip(instructions, references)]
-    scored = answer_logprobs(model, tokenizer, pairs, batch_size=batch_size, desc=desc)
+    scored = reference_logprobs(model, tokenizer, instructions, references, batch_size=batch_size,
+                                system_prompt=system_prompt, desc=desc)
     return -sum(s for s, _ in scored) / max(1, sum(n for _, n in scored))
 
 
