@@ -79,7 +79,7 @@ def train_sft(rows, profile, route, out: Path) -> dict:
     from trl import SFTTrainer
 
     from workshop_utils.recipes.qlora_llama3_sft import sft_training_config
-    from workshop_utils.sft import load_for_route
+    from workshop_utils.commands.sft import load_for_route
 
     set_seed(0)
     model, tok = load_for_route(route, profile, max_length=profile.sft_max_length)

@@ -67,7 +67,7 @@ def offline_recipe():
 
 def project_model(max_length: int):
     """SmolLM2 with the project's LoRA, loaded as `workshop sft` loads it (notebook 03's load_model, add_lora)."""
-    from workshop_utils.sft import load_for_route
+    from workshop_utils.commands.sft import load_for_route
 
     profile, route = offline_recipe()
     return load_for_route(route, profile, max_length=max_length)

@@ -352,7 +352,7 @@ def _table(title: str, header: Sequence[str], lines: Iterable[Sequence[object]])
 
 
 def counts_markdown(result: Build) -> str:
-    """The data card's counts section (parsed back by tests/test_medquad_data.py)."""
+    """The data card's counts section (parsed back by tests/data/test_medquad_data.py)."""
     c = result.counts
     capped = c["train_pool"] - c["train_rows"]
     lines = _table("step", ["rows"], [

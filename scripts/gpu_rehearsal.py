@@ -151,7 +151,7 @@ def _answer(model, tokenizer, profile, data) -> dict:
 def _sft(profile, route, args) -> dict:
     """Notebook 03 on one route: load + pad fix + LoRA, SFTTrainer steps, scoring, the adapter saved."""
     from workshop_utils.metrics import measure
-    from workshop_utils.sft import load_for_route
+    from workshop_utils.commands.sft import load_for_route
 
     start = time.perf_counter()
     model, tokenizer = load_for_route(route, profile, max_length=profile.sft_max_length, seed=SEED)

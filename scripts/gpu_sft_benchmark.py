@@ -184,7 +184,7 @@ def run_child(args) -> dict:
     from workshop_utils.profiles import make_profile
     from workshop_utils.answers import parameter_counts
     from workshop_utils.routes import SFTRoute
-    from workshop_utils.sft import load_for_route
+    from workshop_utils.commands.sft import load_for_route
 
     profile = make_profile("gpu", "benchmark", cuda=True, hub=False)
     route = SFTRoute(args.child, args.model_dir, "benchmark")

@@ -21,7 +21,7 @@ byte-identical files.  Regenerate the committed files with::
     python scripts/make_paraphrase_data.py OUT_DIR    # writes somewhere else
 
 It is a build-time script, not part of the ``workshop_utils`` package the notebooks import: attendees use
-the committed files, and ``tests/test_datagen.py`` checks that this script still writes them byte for byte.
+the committed files, and ``tests/data/test_datagen.py`` checks that this script still writes them byte for byte.
 
 All names of companies, people, teams, apps and telescopes below are invented
 for this dataset, and the events they take part in are fictional.

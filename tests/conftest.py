@@ -20,7 +20,7 @@ NBVAL_ITEM = re.compile(r"(?:^|/)notebooks/([^/:]+)\.ipynb::")
 class NotebookSeries:
     """The outputs folder the notebooks share as a series, and how each notebook fared under nbval.
 
-    ``pytest tests notebooks --nbval-lax`` first runs ``tests/test_rerun.py``, which executes every notebook
+    ``pytest tests notebooks --nbval-lax`` first runs ``tests/notebooks/test_rerun.py``, which executes every notebook
     alone and copies what each made into this folder; then nbval executes the series here, so every notebook
     runs a second time over its own earlier outputs (the "twice in a row" standard) without a third execution.
     The folder is a temporary one: the tests never write into the attendee's ``outputs/``.
@@ -87,7 +87,7 @@ def tmp_outputs(tmp_path, monkeypatch):
 
 @pytest.fixture
 def accelerate_two_cpu_processes() -> list[str]:
-    """``accelerate launch`` of ``workshop_utils.cli`` in two processes on this machine's CPUs.
+    """``accelerate launch`` of ``workshop_utils.commands.cli`` in two processes on this machine's CPUs.
 
     accelerate's ``--cpu`` launcher needs mpirun for several processes; ``--multi_gpu`` starts them with
     torchrun, and without CUDA each process joins a CPU (gloo) process group. The rendezvous gets a port
@@ -96,7 +96,7 @@ def accelerate_two_cpu_processes() -> list[str]:
     port = str(free_port())
     return [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
             "--num_machines", "1", "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
-            "-m", "workshop_utils.cli"]
+            "-m", "workshop_utils.commands.cli"]
 
 
 def free_port() -> int:

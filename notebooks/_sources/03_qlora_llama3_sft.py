@@ -85,7 +85,7 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 # held-out split shares **no topic** with training: no disease, gene or drug of the test questions appears
 # in a training row, and no answer appears in both. A question about a disease seen in training
 # ("What are the symptoms of X?" after "What is X?") would measure memory, not learning.
-# `tests/test_medquad_data.py` proves the topic split on the shipped files.
+# `tests/data/test_medquad_data.py` proves the topic split on the shipped files.
 #
 # Every profile reads the shipped folder `data/medquad` with `load_dataset("json", ...)`; with a hub id in
 # `llm_data` it would be `load_dataset(hub_id)`, whose one split `load_instruction_task` divides by question.

@@ -2,7 +2,7 @@
 
 The model calls stay in the notebook: a demo here only wires a text box and a button to a plain
 function ``callback(text) -> str`` that the notebook defines, so the same function can be called
-directly (nbval does), and ``tests/test_workshop_in_browser.py`` types and clicks in a real browser.
+directly (nbval does), and ``tests/notebooks/test_workshop_in_browser.py`` types and clicks in a real browser.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ scaled by this machine's speed at it over the reference machine's, both timed by
 estimate scales with the number of cores only, and says so. The GPU rates were never measured (no GPU
 was lent): GPU estimates are printed as guesses. They are estimates, printed as such, not promises.
 
-Measuring them (``python -m workshop_utils.estimates_check --probe`` / ``--check``) lives in
-:mod:`workshop_utils.estimates_check`, which needs the profiles; this module does not import them (the
+Measuring them (``python -m workshop_utils.tooling.estimates_check --probe`` / ``--check``) lives in
+:mod:`workshop_utils.tooling.estimates_check`, which needs the profiles; this module does not import them (the
 profile table imports it).
 """
 
@@ -41,14 +41,14 @@ FIXED_S = {"cpu": 10.0, "cuda": 60.0}
 QUANT_STEPS = 2  # notebook 03 on a CPU: steps timed for float32 and for 4-bit NF4 side by side
 
 # The calibration probe (estimates_probe.run_probe) on the reference machine: the medians of 5 fresh probes
-# that `python -m workshop_utils.estimates_check --probe --runs 5` prints on an idle machine, pasted here with the
+# that `python -m workshop_utils.tooling.estimates_check --probe --runs 5` prints on an idle machine, pasted here with the
 # date. The CPU rates above are re-fitted on the same machine from a `workshop run-all` (smoke) taken alone,
-# with `python -m workshop_utils.estimates_check --check` (docs/benchmarks.md); on any other machine every estimate
+# with `python -m workshop_utils.tooling.estimates_check --check` (docs/benchmarks.md); on any other machine every estimate
 # is scaled by its probe against these figures.
 REFERENCE_PROBE = {"train384_gflops": 258.31, "train576_gflops": 256.32, "matmul_gflops": 332.35, "decode_gflops": 62.06,
                    "copy_gbs": 113.2, "python_mops": 8.36}
 REFERENCE_PROBE_WHEN = ("2026-12-05, 2-core Intel Xeon (AVX512-BF16, AMX), torch 2.13.0 with 2 threads, idle (load 0.42): "
-                        "`python -m workshop_utils.estimates_check --probe --runs 5`, medians")
+                        "`python -m workshop_utils.tooling.estimates_check --probe --runs 5`, medians")
 # which probe figures stand for each kind of work (several: their geometric mean)
 WORK_FIGURES = {
     "clf_train": ("train384_gflops",),  # MiniLM full fine-tuning

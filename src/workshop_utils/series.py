@@ -16,7 +16,7 @@ class Notebook:
     name: str  # the file stem in notebooks/, e.g. "02_full_finetune_trainer"
     topic: str
     command: str | None = None  # the `workshop` command that runs the same recipe, if any
-    exercises: bool = True  # ends with graded exercises (tests/test_exercises.py)
+    exercises: bool = True  # ends with graded exercises (tests/static/test_exercises.py)
 
     @property
     def number(self) -> str:
