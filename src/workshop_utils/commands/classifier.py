@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import WorkshopError
 from ..paths import clear_previous_run, finish_run, interrupt_after_checkpoint, is_main_process
+from . import scaling
 
 CRASH_ENV = "WORKSHOP_CLF_CRASH_AFTER_STEP"  # tests: stop after saving this step, as a crash would
 
@@ -214,6 +215,10 @@ def run(args: argparse.Namespace) -> int:
     from ..profiles import active_profile
 
     profile = active_profile()
+    launch = scaling.read_launch(os.environ)
+    if launch.shards_weights:  # the FSDP configs name Llama's layers; an encoder of 22-110 M parameters fits one GPU
+        raise WorkshopError(f"{scaling.describe(launch)}: train-classifier keeps a whole model per process; "
+                            "launch it with configs/accelerate/multi_gpu_ddp.yaml (data parallel)")
     out = Path(args.output_dir)
     resume_from = plan_output_dir(out, args.overwrite)
     dd, model_id, max_length = _load_task(args, profile)

@@ -8,7 +8,9 @@ recipe (:mod:`workshop_utils.recipes.qlora_llama3_sft`: ``load_model``, ``add_lo
 ``sft_training_config``), scores the base model on the held-out questions, fine-tunes, scores again, and
 writes the adapter, the tokenizer and ``metrics.json``. Data parallel runs work on GPUs and on CPU
 processes (torchrun starts them; without CUDA they form a gloo group). Only the main process generates,
-scores and writes.
+scores and writes. Under FSDP or DeepSpeed ZeRO-3 (configs/accelerate, docs/scaling.md) the loading follows
+:mod:`.scaling`, every process takes part in saving, and nothing is scored (one process cannot run a model
+whose weights are split over all of them).
 
 Safety rules: a folder holding a finished run (``metrics.json``) is refused unless ``--overwrite``; an
 interrupted run resumes from its last checkpoint.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from ..answers import parameter_counts, score_chat_model
 from ..chat import SYSTEM_PROMPT, to_prompt_completion, truncation_report
 from ..paths import METRICS_FILE, clear_previous_run, finish_run, is_main_process, write_json_atomic
 from ..routes import SFTRoute, choose_route, use_torch_loss_on_cpu
+from . import scaling
 
 SEED = 42
 INTERRUPT_ENV = "WORKSHOP_SFT_INTERRUPT_AT_STEP"  # tests: stop after saving this step, as a crash would
@@ -102,34 +106,49 @@ def run(args) -> int:
     state.wait_for_everyone()
     out.mkdir(parents=True, exist_ok=True)
     route = choose_route(profile, use_unsloth=not args.no_unsloth, model=resolve_model(args.model), load_in_4bit=args.load_in_4bit)
+    launch = scaling.read_launch(os.environ)
+    if route.name == "unsloth" and not scaling.allows_unsloth(launch):
+        raise WorkshopError(f"{scaling.describe(launch)}: Unsloth's loader cannot split the weights; add --no-unsloth")
     if is_main_process():
         print(route.describe())
+        print(scaling.describe(launch))
     result = train_and_score(profile, route, dd, out, args, state)
     if is_main_process():
         b, a = result["before"], result["after"]
-        print(f"held-out NLL {b['nll']:.3f} -> {a['nll']:.3f}; ROUGE-L {b['rougeL']:.3f} -> {a['rougeL']:.3f}; "
-              f"stop rate {b['eos_rate']:.0%} -> {a['eos_rate']:.0%}; looping {b['repetition']:.0%} -> {a['repetition']:.0%}; "
-              f"{result['train_seconds']:.0f} s, {result['tokens_per_second']:,.0f} tokens/s; "
+        scored = (f"held-out NLL {b['nll']:.3f} -> {a['nll']:.3f}; ROUGE-L {b['rougeL']:.3f} -> {a['rougeL']:.3f}; "
+                  f"stop rate {b['eos_rate']:.0%} -> {a['eos_rate']:.0%}; looping {b['repetition']:.0%} -> {a['repetition']:.0%}; "
+                  if a else "not scored (the weights are split over the processes: score the adapter on one GPU); ")
+        print(f"{scored}{result['train_seconds']:.0f} s, {result['tokens_per_second']:,.0f} tokens/s; "
               f"adapter and metrics.json in {display_path(out)}")
     return 0
 
 
 def load_for_route(route: SFTRoute, profile, *, max_length: int, lora_r: int | None = None, seed: int = SEED):
-    """(peft model, tokenizer) for the chosen route, through notebook 03's recipe: load, fix the pad token, add LoRA."""
+    """(peft model, tokenizer) for the chosen route, through notebook 03's recipe: load, fix the pad token, add LoRA.
+
+    Under FSDP / ZeRO-3 (:mod:`.scaling`) the model is loaded without the recipe's per-process ``device_map`` and
+    with 4-bit weights stored in the compute dtype, and the adapters take that dtype after ``add_lora``."""
     from ..recipes import qlora_llama3_sft as recipe
 
+    launch, four_bit = scaling.read_launch(os.environ), route.name == "bnb"
     try:
-        model, tokenizer = recipe.load_model(route, profile, max_length)
+        if launch.shards_weights:
+            model, tokenizer = scaling.load_sharded(route.model, launch, load_in_4bit=four_bit)
+        else:
+            model, tokenizer = recipe.load_model(route, profile, max_length)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise WorkshopError(f"{route.model}: could not load the model ({first[:200]}); check --model (a hub id, a local folder or a .gguf file)") from None
     recipe.ensure_distinct_pad(tokenizer, model)
     tokenizer.padding_side = "right"  # training pads on the right; generate_answers switches to left
-    return recipe.add_lora(model, route, profile, r=lora_r, seed=seed), tokenizer
+    model = recipe.add_lora(model, route, profile, r=lora_r, seed=seed)
+    scaling.match_adapter_dtype(model, launch, load_in_4bit=four_bit)
+    return model, tokenizer
 
 
 # what `workshop sft` adds to notebook 03's config after the call: a resumable run (checkpoints), its --seed and,
-# under DDP, no search for unused parameters (the frozen base weights get no gradient, by design)
+# under DDP, no search for unused parameters (the frozen base weights get no gradient, by design); under FSDP /
+# ZeRO-3 also what scaling.training_overrides names (optimizer, checkpointing), which single-process runs never see
 COMMAND_ONLY_FIELDS = ("output_dir", "save_strategy", "save_steps", "save_total_limit", "seed", "data_seed",
                        "ddp_find_unused_parameters")
 
@@ -152,7 +171,8 @@ def command_config(args, profile, route: SFTRoute, out: Path):
 
     config = sft_training_config(command_profile(args, profile), route, out)
     return dataclasses.replace(config, save_strategy="steps", save_steps=max(1, config.max_steps // 3), save_total_limit=2,
-                               seed=args.seed, data_seed=args.seed, ddp_find_unused_parameters=False)
+                               seed=args.seed, data_seed=args.seed, ddp_find_unused_parameters=False,
+                               **scaling.training_overrides(scaling.read_launch(os.environ)))
 
 
 def small_model_threads(model) -> int:
@@ -239,23 +259,34 @@ def timed_train(trainer, out: Path, state, device: str) -> dict[str, Any]:
             "resumed_from": resume.name if resume else None}
 
 
-def save_portable(model, tokenizer, out: Path, route: SFTRoute, profile, args, result: dict[str, Any]) -> None:
+def save_portable(model, tokenizer, out: Path, route: SFTRoute, profile, args, result: dict[str, Any], *,
+                  save_weights: bool = True) -> None:
     """Save the adapter and the tokenizer, then make the folder load on another machine: its config names the base
     model by hub id, not by a path of this machine, and its README is the workshop's model card (licence of the
     base model) instead of TRL's blank template."""
     from ..cards import make_portable
 
-    model.save_pretrained(str(out), safe_serialization=True)
+    if save_weights:  # False: save_sharded wrote them
+        model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
-    after = result["after"]
+    after = result["after"] or {}
     make_portable(
         out, route.model, library="peft", task="text-generation", dataset=args.data or profile.llm_data,
         title=f"LoRA adapter trained by `workshop sft` ({out.name})",
         summary=(f"A LoRA adapter (rank {result['lora_r']}) trained with TRL's `SFTTrainer` for {result['steps']} steps "
                  f"on {result['train_rows']} instruction/response rows, by the route `{route.name}`." + ("" if args.data else " Not medical advice.")),
-        scores={"held-out answer NLL": after["nll"], "ROUGE-L": after["rougeL"], "stop rate": after["eos_rate"]},
+        scores={"held-out answer NLL": after["nll"], "ROUGE-L": after["rougeL"], "stop rate": after["eos_rate"]} if after else {},
         made_by=f"`workshop sft`, profile `{profile.name}`, route `{route.name}`",
     )
+
+
+def save_sharded(trainer, out: Path) -> None:
+    """FSDP / ZeRO-3: every process holds a slice of the weights, so every process calls this; the Trainer gathers
+    the adapter and the main process writes it (ZeRO-3 needs zero3_save_16bit_model). With SHARDED_STATE_DICT
+    FSDP's save_model writes nothing: a full state dict for this save, as PEFT's FSDP-QLoRA guide does."""
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(out))
 
 
 def train_and_score(profile, route: SFTRoute, dd, out: Path, args, state) -> dict[str, Any]:
@@ -271,7 +302,9 @@ def train_and_score(profile, route: SFTRoute, dd, out: Path, args, state) -> dic
     if profile.device == "cpu":
         small_model_threads(model)
     scores, score_settings = held_out_scorer(tokenizer, dd, args, profile)
-    before = score_base_once(state, out, scores, model)
+    # split weights: a forward pass needs every process, so nobody scores alone (metrics hold null scores)
+    sharded = scaling.read_launch(os.environ).shards_weights
+    before = None if sharded else score_base_once(state, out, scores, model)
     train = to_prompt_completion(dd["train"], args.system_prompt or None)
     trunc = truncation_report(tokenizer, train, config.max_length)
     if is_main_process():
@@ -280,9 +313,11 @@ def train_and_score(profile, route: SFTRoute, dd, out: Path, args, state) -> dic
     trainer = SFTTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer)
     cost = timed_train(trainer, out, state, profile.device)
     trainable, total = parameter_counts(trainer.model)
+    if sharded:
+        save_sharded(trainer, out)
     result: dict[str, Any] = {}
     if is_main_process():
-        after = scores(trainer.model, "fine-tuned")
+        after = None if sharded else scores(trainer.model, "fine-tuned")
         result = {
             "before": before, "after": after,
             "model": route.model if not Path(route.model).exists() else Path(route.model).name,
@@ -291,7 +326,7 @@ def train_and_score(profile, route: SFTRoute, dd, out: Path, args, state) -> dic
             "processes": state.num_processes, "max_length": config.max_length, "truncated_share": trunc["share"],
             "lora_r": args.lora_r or profile.lora_r, "train_rows": len(dd["train"]), **score_settings, "seed": args.seed,
         }
-        save_portable(trainer.model, tokenizer, out, route, profile, args, result)
+        save_portable(trainer.model, tokenizer, out, route, profile, args, result, save_weights=not sharded)
         finish_run(out, result)
     state.wait_for_everyone()
     if not result:
