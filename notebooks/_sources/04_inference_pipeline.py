@@ -534,12 +534,12 @@ print(f"over {sum(len(t) for t in adapter_logprobs)} reference tokens: largest d
       f"{check['adapter_effect']:.2f}, and the merged model keeps {check['kept']:.3f} of that change "
       f"(allowed: {KEPT_RANGE[0]} to {KEPT_RANGE[1]})")
 assert check["ok"], "the merged model does not compute what base + adapter computed: is the update lost or mis-scaled?"
-generator = pipeline("text-generation", model=merged_model, tokenizer=tokenizer)  # the live demo below uses it
+generator = pipeline("text-generation", model=merged_model, tokenizer=tokenizer)  # exercise 2 samples with it
 
 # %% [markdown]
 # ## Part 3 · Live demos
 # Each demo is a text box and a button wired to a plain Python function. Type, click, and the function's
-# answer appears under the button. The functions are ordinary code: you can call them directly too,
+# answer appears (the chat's while it is written). The functions are ordinary code: you can call them directly too,
 # which is what the cell does when nobody is there to click (CI).
 
 # %%
@@ -558,16 +558,60 @@ classifier_demo = demo.text_demo(
 display(classifier_demo)
 print("example:", classify_pair("The meeting was moved to Friday. || They rescheduled the meeting for Friday."))
 
+# %% [markdown]
+# The chat demo shows the answer **while it is written**, as a chat application does. `generate` can hand each
+# new token to a *streamer*; `TextIteratorStreamer` turns the tokens into text and lets us read it in a loop
+# (`for piece in streamer`), while the generation runs in a second thread. The loop here is
+# `fastgen.greedy_generate`: the same forward passes and the same greedy tokens as `generate`, with fewer
+# steps around each one (it is what `score_chat_model` above decoded with; `docs/benchmarks.md` has its speed
+# beside `generate`'s on a 2-core machine). A chat keeps its **turns**: each question goes to the model after
+# the earlier questions and answers, all written by the chat template, and the answer ends at the model's
+# end-of-turn token. Under the answer: how many tokens, how fast, and how long until the first words showed.
+
 # %%
-def ask(text: str) -> str:
-    """One question -> the merged chat model's greedy answer."""
-    answer, stopped = generate([text.strip() or "What is high blood pressure?"])[0]
-    return answer + ("" if stopped else "  [...cut at max_new_tokens]")
+from threading import Thread
+
+from transformers import TextIteratorStreamer
+
+from workshop_utils.chat import stop_token_ids
+from workshop_utils.fastgen import greedy_generate
+
+end_of_turn = stop_token_ids(tokenizer, merged_model)  # the tokenizer's EOS and the model's end-of-turn ids
 
 
-chat_demo = demo.text_demo("Ask the fine-tuned chat model", ask, value=questions[-1], button="Ask")
+def chat(history, question):
+    """Stream the merged model's greedy answer to ``question`` after the earlier turns ``history``:
+    yields (answer so far, note); the last note says how fast it went."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history,
+                {"role": "user", "content": question.strip() or "What is high blood pressure?"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
+    written = {}
+
+    def write():  # runs in its own thread and puts each new token into the streamer
+        written["ids"] = greedy_generate(merged_model, prompt["input_ids"], prompt["attention_mask"],
+                                         max_new_tokens=profile.max_new_tokens, stop_ids=end_of_turn,
+                                         pad_token_id=tokenizer.pad_token_id, streamer=streamer)
+
+    start, first_words, answer = time.perf_counter(), None, ""
+    thread = Thread(target=write)
+    thread.start()
+    for piece in streamer:  # text arrives here while the model is still writing
+        first_words = first_words or time.perf_counter() - start
+        answer += piece
+        yield answer, ""
+    thread.join()
+    seconds, ids = time.perf_counter() - start, written["ids"][0, prompt["input_ids"].shape[1]:]
+    stopped = int(ids[-1]) in end_of_turn
+    yield answer, (f"{len(ids)} tokens in {seconds:.1f} s: {len(ids) / seconds:.1f} tokens/s; first words after "
+                   f"{first_words or seconds:.2f} s" + ("" if stopped else "; cut at max_new_tokens"))
+
+
+chat_demo = demo.chat_demo("Ask the fine-tuned chat model", chat, value=questions[-1])
 display(chat_demo)
-print("example:", ask(questions[-1]))
+for answer, note in chat([], questions[-1]):
+    pass
+print("example:", answer, f"\n({note})")
 
 # %% [markdown]
 # ## Self-check

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from . import WorkshopError
 from .chat import SYSTEM_PROMPT, render_prompts, stop_token_ids, to_messages
+from .fastgen import decode
 
 # --------------------------------------------------------------------------- generating and scoring
 @dataclass
@@ -37,6 +38,9 @@ def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_t
     ``repetition_penalty`` > 1 divides the (positive) logits of tokens the answer already contains, as in
     CTRL (Keskar et al., 2019); only the generated tokens count, not the prompt, so the answer may still
     name what the question asks about.
+
+    ``model.generate`` prepares each batch and :func:`workshop_utils.fastgen.decode` decodes it: the same greedy
+    tokens as generate's own loop, with rows that stopped leaving the batch.
     """
     import torch
     from tqdm.auto import tqdm
@@ -59,7 +63,7 @@ def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_t
             with torch.no_grad():
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
-                                     logits_processor=LogitsProcessorList(penalty))
+                                     logits_processor=LogitsProcessorList(penalty), custom_generate=decode)
             for row in out[:, prompt_length:].tolist():
                 end = next((i for i, t in enumerate(row) if t in stops), None)
                 kept = row if end is None else row[:end]

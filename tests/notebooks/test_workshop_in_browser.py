@@ -211,20 +211,43 @@ class Browser:
         """The rendered output of the code cell whose code contains ``showing``."""
         return re.sub(r"\s+", " ", self.code_cell(showing).locator(".jp-OutputArea").text_content() or "")
 
-    def demo(self, title: str, text: str, button: str, timeout: float = 300) -> str:
-        """Type ``text`` into the live demo titled ``title``, click ``button``, return what it answered."""
+    def demo_box(self, title: str):
+        """The live demo titled ``title``, scrolled into view."""
         box = self.page.locator(".widget-vbox", has_text=title)
         if box.count() == 0:
             as_text = self.page.get_by_text(re.compile(r"VBox\(children=")).count()
             raise AssertionError(f"the demo '{title}' did not render as a widget" + (
                 " (the page shows its text form, VBox(children=...): is jupyterlab_widgets installed in .venv?)"
                 if as_text else ""))
-        box.scroll_into_view_if_needed()
+        box.first.scroll_into_view_if_needed()
+        return box.first
+
+    def demo(self, title: str, text: str, button: str, timeout: float = 300) -> str:
+        """Type ``text`` into the live demo titled ``title``, click ``button``, return what it answered."""
+        box = self.demo_box(title)
         box.locator("textarea").fill(text)
         answer = box.locator(".widget-output")
         box.get_by_role("button", name=button).click()
         self.wait_for(lambda: (answer.text_content() or "").strip(), timeout, f"'{title}' showed no answer in {timeout} s")
         return (answer.text_content() or "").strip()
+
+    def chat(self, title: str, text: str, done: str, timeout: float = 300) -> tuple[list[str], str]:
+        """Type ``text`` into the chat demo titled ``title`` and click Send; read its answer while it is
+        written, until ``done`` shows under it. Returns the differing texts seen before that, and the last."""
+        box = self.demo_box(title)
+        box.locator("textarea").fill(text)
+        answer = box.locator(".chat-answer")
+        box.get_by_role("button", name="Send").click()
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = re.sub(r"\s+", " ", answer.inner_text()).strip()
+            if done in current or re.match(r"\w+(Error|Exception): ", current):
+                return seen, current
+            if current and (not seen or current != seen[-1]):
+                seen.append(current)
+            time.sleep(0.05)
+        raise AssertionError(f"'{title}' did not finish in {timeout} s; it showed {seen[-3:]}")
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +314,10 @@ def test_live_demos_in_jupyterlab(browser, notebook_series, tmp_path):
         answer = browser.demo("Paraphrase or not?", "A cat sat on the mat. || On the mat sat a cat.", "Classify")
         assert re.fullmatch(r"(\w+: \d\.\d\d)(, \w+: \d\.\d\d)+", answer), f"classifier demo answered {answer!r}"
     with browser.step("04-chat-demo"):
-        answer = browser.demo("Ask the fine-tuned chat model", "What are the symptoms of glaucoma?", "Ask")
+        growing, answer = browser.chat("Ask the fine-tuned chat model", "What are the symptoms of glaucoma?", "tokens/s")
         assert re.search(r"[A-Za-z]{3,}", answer), f"chat demo answered {answer!r}"
         assert not re.match(r"\w+(Error|Exception): ", answer), f"chat demo failed: {answer!r}"
+        assert len(growing) >= 2, f"the answer did not show while it was written: before the end only {growing}"
+        assert all(len(a) < len(b) and b.startswith(a) for a, b in zip(growing, growing[1:])), (
+            f"the answer did not grow as it was written: {growing}")
+        assert re.search(r"\d+ tokens in [\d.]+ s: [\d.]+ tokens/s; first words after [\d.]+ s", answer), answer
