@@ -75,6 +75,36 @@ def test_left_padded_batch_gives_generates_tokens(tiny, penalty, drop_finished):
     assert fast.tolist() == plain.tolist()
 
 
+def test_left_padded_batch_sees_generates_logits(tiny):
+    """Stricter than equal tokens: each step's next-token logits are the same numbers (the random tiny model's
+    greedy choice barely depends on, say, the position ids; its logits do)."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from workshop_utils.chat import stop_token_ids
+    from workshop_utils.fastgen import greedy_generate
+
+    class Record(LogitsProcessor):
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, input_ids, scores):
+            self.seen.append(scores.clone())
+            return scores
+
+    model, tokenizer = tiny
+    enc = _batch(tokenizer, QUESTIONS)
+    stops = stop_token_ids(tokenizer, model)
+    plain, fast = Record(), Record()
+    with torch.no_grad():
+        model.generate(**enc, max_new_tokens=6, do_sample=False, eos_token_id=stops,
+                       pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([plain]))
+    greedy_generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=6, stop_ids=stops,
+                    pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([fast]))
+    assert len(fast.seen) == len(plain.seen) == 6
+    assert all(torch.equal(a, b) for a, b in zip(fast.seen, plain.seen))
+
+
 @pytest.mark.parametrize("drop_finished", [True, False])
 def test_stops_on_end_of_turn_and_pads_the_rest(tiny, drop_finished):
     """An id the model writes early in one row (not in the others) made the end-of-turn id: that row ends
