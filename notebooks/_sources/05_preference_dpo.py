@@ -42,15 +42,26 @@ profile = active_profile()
 profile.show()
 
 # %%
-from workshop_utils import demo, estimates
+import pandas as pd
+import torch
+import transformers
+from datasets import Dataset, load_dataset
+from trl import DPOTrainer
+
+from workshop_utils import demo, estimates, plots
+from workshop_utils.answers import side_by_side
+from workshop_utils.cards import make_portable
+from workshop_utils.data import check_instruction_dataset, instruction_file_errors
+from workshop_utils.dpo import load_pairs, margin_curve, pair_logprobs, write_pairs
+from workshop_utils.metrics import gib, measure
+from workshop_utils.paths import display_path
+from workshop_utils.results import Results
+from workshop_utils.routes import use_torch_loss_on_cpu
 
 adapter_dir = demo.require(profile.outputs() / "sft-adapter", "03_qlora_llama3_sft")
 estimates.announce("this notebook", estimates.series_estimate(profile).per_notebook["05_preference_dpo"])
 
 # %%
-import torch
-import transformers
-
 SEED = 42
 transformers.set_seed(SEED)
 print(f"transformers {transformers.__version__}, torch {torch.__version__}")
@@ -174,9 +185,6 @@ def build_pairs(questions, greedy, guarded, split, training_pairs=()):
 # batches. The held-out answers are kept: they are the SFT model's "before" answers below.
 
 # %%
-from datasets import load_dataset
-from workshop_utils.data import check_instruction_dataset, instruction_file_errors
-
 with instruction_file_errors(profile):  # the same two lines as 03
     raw = load_dataset("json", data_files={"train": f"{profile.llm_data}/train.jsonl", "test": f"{profile.llm_data}/test.jsonl"})
 dataset = check_instruction_dataset(raw, profile)
@@ -200,9 +208,6 @@ print(f"\nprompt:   {pair['prompt'][-1]['content']}\nchosen:   {pair['chosen'][0
 # checks it (every pair complete, no held-out prompt or answer also in training).
 
 # %%
-from workshop_utils.dpo import load_pairs, write_pairs
-from workshop_utils.paths import display_path
-
 pairs_file = write_pairs(profile.outputs() / "dpo-pairs.jsonl", train_pairs + test_pairs)
 checked_pairs = load_pairs(pairs_file)
 print(f"wrote {display_path(pairs_file)}: {len(checked_pairs['train'])} training and {len(checked_pairs['test'])} held-out pairs")
@@ -252,8 +257,6 @@ def score(model, tokenizer, questions, references, *, profile, desc, greedy=None
     return {**as_03, "plain_greedy": {k: plain[k] for k in ("rougeL", "eos_rate", "repetition", "decoding", "answers")}}
 
 # %%
-from workshop_utils.dpo import pair_logprobs
-
 BETA = profile.dpo_beta
 questions, references = list(test_rows["instruction"]), list(test_rows["response"])
 estimates.announce(f"scoring {len(questions)} held-out answers", estimates.nll_seconds(profile, len(questions)))
@@ -319,7 +322,7 @@ def dpo_config(profile, output_dir):
         optim="paged_adamw_8bit" if profile.device == "cuda" else "adamw_torch",
         logging_steps=tenth,
         save_strategy="no",  # we save the adapter ourselves
-        report_to="none",
+        report_to="tensorboard",
         seed=42,  # the notebook's SEED
         data_seed=42,
     )
@@ -331,11 +334,6 @@ def save_adapter(model, tokenizer, output_dir):
     tokenizer.save_pretrained(output_dir)
 
 # %%
-from datasets import Dataset
-from trl import DPOTrainer
-
-from workshop_utils.routes import use_torch_loss_on_cpu
-
 print("loss computed in plain PyTorch (no GPU):", use_torch_loss_on_cpu())
 dpo_args = dpo_config(profile, profile.outputs() / "dpo-checkpoints")
 assert dpo_args.seed == SEED, "the recipe writes seed=42: change it there too"
@@ -354,8 +352,6 @@ print("adapters on the model:", list(trainer.model.peft_config), "(default train
 # margin) rise on the training pairs: they show that the loss is doing its job, nothing more.
 
 # %%
-from workshop_utils.metrics import gib, measure
-
 estimates.announce(f"{dpo_args.max_steps} DPO steps", estimates.dpo_train_seconds(profile))
 with measure(profile.device) as cost:
     trainer.train()
@@ -363,9 +359,6 @@ print(f"{cost['seconds']:.0f} s, peak memory {gib(cost['peak_memory_bytes'])} "
       f"({'GPU' if profile.device == 'cuda' else 'process RSS'})")
 
 # %%
-from workshop_utils import plots
-from workshop_utils.dpo import margin_curve
-
 curve = margin_curve(trainer.state.log_history)
 plots.reward_margins(curve, title="DPO on the training pairs");
 
@@ -382,8 +375,6 @@ after_logprobs = pair_logprobs(trainer.model, tokenizer, test_pairs, desc="DPO m
 after.update(preference_metrics(after_logprobs, reference_logprobs, BETA))
 
 # %%
-import pandas as pd
-
 ANSWER_ROWS = {"nll": "NLL of the references (lower is better)", "rougeL": "ROUGE-L", "eos_rate": "stop rate",
                "repetition": "looping answers"}
 
@@ -410,8 +401,6 @@ plots.before_after({"SFT (03)": {"looping (plain greedy)": before["plain_greedy"
                    title="Held-out topics, plain greedy decoding");
 
 # %%
-from workshop_utils.answers import side_by_side
-
 looped = [i for i, a in enumerate(before["plain_greedy"]["answers"]) if not a.stopped] or [0]
 shown_rows = looped[:2]
 print(side_by_side([questions[i] for i in shown_rows], [references[i] for i in shown_rows],
@@ -439,9 +428,6 @@ print(side_by_side([questions[i] for i in shown_rows], [references[i] for i in s
 # ## Saving the adapter and the record
 
 # %%
-from workshop_utils.cards import make_portable
-from workshop_utils.results import Results
-
 dpo_dir = profile.outputs() / "dpo-adapter"
 save_adapter(trainer.model, tokenizer, dpo_dir)
 make_portable(dpo_dir, sft_base_model(profile, adapter_dir), title="Medical question answering LoRA adapter (SFT + DPO)", library="peft",

@@ -47,8 +47,6 @@ print(f"recall@{K}: BM25 {recall_at_k(deep_bm25, held_out['focus'], corpus['focu
 # with the SFT model's NLL without passages and with the right ones (`scores["sft"]` and `scores["sft_rag"]`).
 
 # %% tags=["solution"]
-from workshop_utils.answers import answer_nll_per_question
-
 first = list(range(answered))
 wrong = []
 for i in first:  # the next question (cyclically) about another topic lends its passages

@@ -32,15 +32,24 @@ profile = active_profile()
 profile.show()
 
 # %%
-from workshop_utils import demo, estimates
+import pandas as pd
+import torch
+import transformers
+from datasets import load_dataset
+from transformers import AutoTokenizer
+
+from workshop_utils import demo, estimates, plots
+from workshop_utils.answers import answer_nll_per_question
+from workshop_utils.corpus import leaking_passages, load_corpus, topic_key
+from workshop_utils.data import load_instruction_task
+from workshop_utils.metrics import measure, paired_difference
+from workshop_utils.recipes.preference_dpo import load_sft_model
+from workshop_utils.results import Results
 
 adapter_dir = demo.require(profile.outputs() / "sft-adapter", "03_qlora_llama3_sft")
 estimates.announce("this notebook", estimates.series_estimate(profile).per_notebook["06_rag_vs_finetune"])
 
 # %%
-import torch
-import transformers
-
 SEED = 42
 transformers.set_seed(SEED)
 print(f"transformers {transformers.__version__}, torch {torch.__version__}")
@@ -63,10 +72,6 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 # yours.
 
 # %%
-from datasets import load_dataset
-
-from workshop_utils.data import load_corpus, load_instruction_task, topic_key
-
 held_out = load_instruction_task(profile, extra_fields=("focus",))["test"]
 load_corpus(profile.rag_corpus, held_out=held_out)  # one-line errors: a missing 'text', a leaked answer
 corpus = load_dataset("json", data_files=profile.rag_corpus, split="train")
@@ -144,8 +149,6 @@ def dense_search(encoder, passage_vectors, queries, k):
     return np.argsort(-scores, axis=1, kind="stable")[:, :k].tolist()
 
 # %%
-from workshop_utils.metrics import measure
-
 with measure(profile.device) as bm25_cost:
     index = bm25_index(passages)
 with measure(profile.device) as dense_cost:
@@ -164,7 +167,7 @@ print(f"BM25 index: {bm25_cost['seconds']:.2f} s; dense: encoder loaded and {len
 
 # %% tags=["export"]
 # export
-from workshop_utils.data import topic_key
+from workshop_utils.corpus import topic_key
 
 
 def recall_at_k(retrieved, question_topics, passage_topics, k):
@@ -174,8 +177,6 @@ def recall_at_k(retrieved, question_topics, passage_topics, k):
     return sum(hits) / len(hits)
 
 # %%
-import pandas as pd
-
 K = profile.rag_k
 KS = sorted({1, K, 5})
 bm25_hits = bm25_search(index, questions, max(KS))
@@ -213,8 +214,6 @@ def prompt_tokens(tokenizer, user_messages):
                                               return_dict=True)["input_ids"]) for m in user_messages]
 
 # %%
-from transformers import AutoTokenizer
-
 tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
 rag_questions = [with_passages(q, [passages[i] for i in ids[:K]]) for q, ids in zip(questions, dense_hits)]
 lengths = {"question only": prompt_tokens(tokenizer, questions), f"with {K} passages": prompt_tokens(tokenizer, rag_questions)}
@@ -265,8 +264,6 @@ def score_systems(model, tokenizer, questions, rag_questions, references, *, pro
     return scores
 
 # %%
-from workshop_utils.recipes.preference_dpo import load_sft_model
-
 model, tokenizer = load_sft_model(profile, adapter_dir)
 model.eval()
 answered = min(profile.llm_generate_rows or len(questions), len(questions))
@@ -275,8 +272,6 @@ estimates.announce(f"four systems: {len(questions)} reference answers scored and
 scores = score_systems(model, tokenizer, questions, rag_questions, references, profile=profile, encoder=encoder)
 
 # %%
-from workshop_utils.metrics import paired_difference
-
 NAMES = {"base": "base", "base_rag": "base + retrieval", "sft": "SFT (03)", "sft_rag": "SFT + retrieval"}
 ROWS = {"nll": "NLL of the references (lower is better)", "similarity": "SemScore (MiniLM)", "rougeL": "ROUGE-L",
         "eos_rate": "stop rate", "repetition": "looping answers"}
@@ -293,8 +288,6 @@ for name, g in gains.items():
           f"{g['low']:+.3f} to {g['high']:+.3f}); lower for {g['share_lower']:.0%} of {g['questions']} questions")
 
 # %%
-from workshop_utils import plots
-
 plots.rag_systems({NAMES[s]: scores[s]["nll_per_question"] for s in SYSTEMS},
                   {NAMES[s]: scores[s]["similarity"] for s in SYSTEMS},
                   title=f"{len(questions)} held-out questions on unseen topics");
@@ -361,8 +354,6 @@ print(f"cost of retrieval: {extra_tokens:.0f} more prompt tokens per question, r
 # retriever's recall@k.
 
 # %%
-from workshop_utils.results import Results
-
 RECORDED = ("nll", "rougeL", "eos_rate", "repetition", "similarity", "decoding", "answered")
 record = {s: {m: scores[s][m] for m in RECORDED} for s in SYSTEMS}
 results = Results.for_profile(profile)
@@ -380,8 +371,6 @@ for name in ("base", "sft"):  # as before/after pairs for the run-all summary
 # per-question NLL of the reference answers for the base model and for the SFT model.
 
 # %%
-from workshop_utils.data import leaking_passages
-
 used = sorted({i for ids in dense_hits for i in ids[:K]})
 assert not leaking_passages([passages[i] for i in used], references), "a retrieved passage holds a held-out answer"
 dense_recall = recall.loc[f"recall@{K}", "dense (MiniLM)"]

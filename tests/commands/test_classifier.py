@@ -100,6 +100,21 @@ def test_end_to_end_metrics_and_artefacts(finished_run):
     assert "before fine-tuning" in proc.stdout and "after fine-tuning" in proc.stdout
 
 
+def test_the_run_is_recorded_by_the_tracker(finished_run):
+    """The recipe says report_to="tensorboard": the command's run leaves TensorBoard's record beside it, and
+    its evaluations are the ones the command reported."""
+    from workshop_utils.tracking import tracked_history
+
+    out, _ = finished_run
+    run, history = tracked_history(out)
+    assert out in run.parents
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h for h in history if "eval_accuracy" in h]
+    assert len(losses) >= 2 and all(v > 0 for v in losses)
+    assert evals and evals[-1]["step"] <= TOTAL_STEPS
+    assert max(h["eval_accuracy"] for h in evals) == pytest.approx(_metrics(out)["after"]["accuracy"], abs=1e-6)
+
+
 def test_saved_model_loads_and_keeps_label_names(finished_run):
     from transformers import AutoConfig
 

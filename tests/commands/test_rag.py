@@ -31,7 +31,7 @@ def squash(text: str) -> str:
 
 
 def test_no_passage_holds_a_held_out_answer():
-    """Written apart from workshop_utils.data.leaking_passages: for every held-out answer, the largest share of its
+    """Written apart from workshop_utils.corpus.leaking_passages: for every held-out answer, the largest share of its
     word 5-grams that any one passage holds stays at or below half, and no passage repeats it or its question."""
     held, corpus = rows(HELD_OUT), rows(CORPUS)
     by_gram = defaultdict(set)
@@ -82,7 +82,7 @@ def test_the_corpus_covers_the_held_out_topics_and_its_card_counts_match():
 
 # --------------------------------------------------------------------------- the loader and the leak rule
 def test_leaking_passages_finds_most_of_an_answer_and_nothing_less():
-    from workshop_utils.data import leaking_passages
+    from workshop_utils.corpus import leaking_passages
 
     answer = "Gout is a common form of arthritis that causes sudden attacks of pain in the big toe."
     passages = ["What is gout?\n" + answer + " More follows.",  # all of it
@@ -105,7 +105,7 @@ CORPUS_ERRORS = {
 @pytest.mark.parametrize("case", list(CORPUS_ERRORS))
 def test_bad_corpora_are_one_line_errors(case, tmp_path):
     from workshop_utils import DataError
-    from workshop_utils.data import load_corpus
+    from workshop_utils.corpus import load_corpus
 
     text, expected = CORPUS_ERRORS[case]
     path = write(tmp_path / "corpus.jsonl", text)
@@ -171,7 +171,7 @@ def tiny_adapter(tmp_path_factory):
 @pytest.fixture
 def rag_inputs(tmp_path):
     """Three real held-out questions, two training rows, and a corpus: each question's passages plus distractors."""
-    from workshop_utils.data import topic_key
+    from workshop_utils.corpus import topic_key
 
     held, corpus = rows(HELD_OUT)[:3], rows(CORPUS)
     data = tmp_path / "data"

@@ -30,6 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
+SHIPPED = {p.name for p in NB_DIR.iterdir()}  # what the folder held before any notebook ran
 PROFILE = "smoke"
 CELL_TIMEOUT = 600  # seconds per cell; smoke cells take seconds to a couple of minutes on 2 cores
 # Files a Trainer checkpoint writes that are not model weights (the weights are safetensors).
@@ -181,6 +182,10 @@ def test_alone(notebook, notebook_series, tmp_path):
         no_pickled_weights(series)
     notebook_series.first_runs.add(notebook.stem)
     notebook_series.record_before_series = read_record(series)
+    # everything a notebook writes goes under the outputs folder: nothing lands beside the notebooks (a tracker's
+    # run folder, a checkpoint) where an attendee's copy of the repository would collect it
+    strays = sorted(p.name for p in NB_DIR.iterdir() if p.name not in SHIPPED)
+    assert not strays, f"{notebook.stem} wrote {strays} into notebooks/ (the kernel's working directory)"
 
 
 @pytest.mark.after_notebooks

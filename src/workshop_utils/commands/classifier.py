@@ -235,7 +235,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.overwrite and is_main_process():
         clear_previous_run(out)
-    before = _scores(trainer.evaluate())
+    # predict() scores without logging: an evaluate() before train() would open TensorBoard's writer before the
+    # run has its folder (it would write into the current directory)
+    before = _scores(trainer.predict(trainer.eval_dataset, metric_key_prefix="eval").metrics)
     _say(f"before fine-tuning: accuracy {before['accuracy']:.4f}, F1 {before['f1']:.4f}")
     if resume_from is not None:
         _say(f"resuming the interrupted run from {display_path(resume_from)}")

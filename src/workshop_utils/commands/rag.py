@@ -57,7 +57,8 @@ def _profile_for(args):
 
 def _inputs(profile, args):
     """(held-out rows with focus, corpus rows, output folder): every check made before anything slow loads."""
-    from ..data import load_corpus, load_instruction_files
+    from ..corpus import load_corpus
+    from ..data import load_instruction_files
     from ..paths import check_output_dir, display_path
     from ..tables import find_split_files
 

@@ -49,7 +49,7 @@ def classifier_training_args(profile, output_dir):
         use_cpu=profile.use_cpu,
         seed=42,
         data_seed=42,
-        report_to="none",
+        report_to="tensorboard",
     )
 
 

@@ -123,7 +123,7 @@ def dpo_config(profile, output_dir):
         optim="paged_adamw_8bit" if profile.device == "cuda" else "adamw_torch",
         logging_steps=tenth,
         save_strategy="no",  # we save the adapter ourselves
-        report_to="none",
+        report_to="tensorboard",
         seed=42,  # the notebook's SEED
         data_seed=42,
     )

@@ -147,7 +147,7 @@ def sft_training_config(profile, route, output_dir):
         logging_steps=max(1, steps // 10),
         save_strategy="no",  # the notebook saves the adapter itself; `workshop sft` checkpoints to resume
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to="tensorboard",
         seed=42,
         data_seed=42,
     )

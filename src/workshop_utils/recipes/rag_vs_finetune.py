@@ -59,7 +59,7 @@ def dense_search(encoder, passage_vectors, queries, k):
     return np.argsort(-scores, axis=1, kind="stable")[:, :k].tolist()
 
 
-from workshop_utils.data import topic_key
+from workshop_utils.corpus import topic_key
 
 
 def recall_at_k(retrieved, question_topics, passage_topics, k):
