@@ -27,24 +27,36 @@ profile.show()
 # stops the notebook here, with one sentence naming the notebook to run first, rather than half-way.
 
 # %%
-from workshop_utils import demo
+import time
+from threading import Thread
+
+import pandas as pd
+import psutil
+import torch
+import transformers
+from peft import PeftConfig, PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    TextIteratorStreamer,
+    pipeline,
+)
+
+from workshop_utils import demo, estimates, metrics, plots
+from workshop_utils.answers import score_chat_model
+from workshop_utils.cards import local_copy, make_portable
+from workshop_utils.chat import SYSTEM_PROMPT, stop_token_ids
+from workshop_utils.data import load_classification_task, load_instruction_task
+from workshop_utils.fastgen import greedy_generate
+from workshop_utils.metrics import gib, measure
+from workshop_utils.paths import display_path
+from workshop_utils.results import Results
 
 classifier_dir = demo.require(profile.outputs() / "classifier", "02_full_finetune_trainer")
 adapter_dir = demo.require(profile.outputs() / "sft-adapter", "03_qlora_llama3_sft")
 
 # %%
-import time
-
-import pandas as pd
-import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
-
-from workshop_utils import estimates, metrics, plots
-from workshop_utils.data import load_classification_task, load_instruction_task
-from workshop_utils.paths import display_path
-from workshop_utils.results import Results
-
 SEED = 42
 transformers.set_seed(SEED)
 results = Results.for_profile(profile)
@@ -142,10 +154,6 @@ plots.batch_benchmark(benchmark["batch size"], benchmark["samples/s"], benchmark
 # * a pad token different from EOS, so padding is never mistaken for "end of answer".
 
 # %%
-from peft import PeftModel
-
-from workshop_utils.chat import SYSTEM_PROMPT  # the system message notebook 03 trained with
-
 tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
 tokenizer.padding_side = "left"
 dtype = torch.bfloat16 if profile.bf16 else torch.float16 if profile.fp16 else torch.float32
@@ -211,8 +219,6 @@ for question, (answer, stopped) in zip(shown, generate(shown)):
 #   token, before the length cap) and **looping** (share of answers that repeat a phrase).
 
 # %%
-from workshop_utils.answers import score_chat_model
-
 n_answered = min(len(questions), profile.llm_generate_rows or len(questions))
 estimates.announce(
     f"scoring {len(questions)} reference answers and answering {n_answered} questions, with and without the adapter",
@@ -478,11 +484,6 @@ with chat_model.disable_adapter():
 # the model we just used. The merge does not touch the GPU, so the 4-bit model can stay there meanwhile.
 
 # %%
-import psutil
-
-from workshop_utils.cards import make_portable
-from workshop_utils.metrics import gib, measure
-
 merged_dir = profile.outputs() / "sft-merged"
 merge_dtype = torch.bfloat16 if profile.device == "cuda" else torch.float32
 rss_before = psutil.Process().memory_info().rss
@@ -569,13 +570,6 @@ print("example:", classify_pair("The meeting was moved to Friday. || They resche
 # end-of-turn token. Under the answer: how many tokens, how fast, and how long until the first words showed.
 
 # %%
-from threading import Thread
-
-from transformers import TextIteratorStreamer
-
-from workshop_utils.chat import stop_token_ids
-from workshop_utils.fastgen import greedy_generate
-
 end_of_turn = stop_token_ids(tokenizer, merged_model)  # the tokenizer's EOS and the model's end-of-turn ids
 
 
@@ -699,11 +693,6 @@ transformers.set_seed(SEED)
 # `workshop_utils.cards.local_copy` turns that id into the packaged copy.
 
 # %% tags=["solution"]
-from peft import PeftConfig, PeftModel
-from transformers import AutoModelForSequenceClassification
-
-from workshop_utils.cards import local_copy
-
 lora_dir = demo.require(profile.outputs() / "classifier-lora", "02_full_finetune_trainer")
 lora_base_id = PeftConfig.from_pretrained(str(lora_dir)).base_model_name_or_path  # a hub id
 lora_base = AutoModelForSequenceClassification.from_pretrained(local_copy(lora_base_id, offline=profile.offline))
