@@ -32,6 +32,33 @@ def _with_parents(name: str, modules: dict[str, Path]) -> set[str]:
     return {".".join(parts[:n]) for n in range(1, len(parts) + 1) if ".".join(parts[:n]) in modules}
 
 
+def _targets(name: str, file: Path):
+    """(line, the module each import statement of ``file`` names, the names it takes from it), relative ones resolved."""
+    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"), filename=str(file))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                yield node.lineno, ".".join([*base, *([node.module] if node.module else [])]), [a.name for a in node.names]
+            else:
+                yield node.lineno, node.module or "", [a.name for a in node.names]
+
+
+def unresolved_imports(root: Path, package: str) -> list[str]:
+    """Imports of ``package.something`` that name no module of the package (a module that moved or was renamed)."""
+    modules = module_names(root, package)
+    bad = []
+    for name, file in modules.items():
+        for line, target, _ in _targets(name, file):
+            if (target == package or target.startswith(package + ".")) and target not in modules:
+                bad.append(f"{file.relative_to(root.parent)}:{line}: {target}")
+    return bad
+
+
 def imports_of(name: str, file: Path, modules: dict[str, Path]) -> set[str]:
     """The modules of ``modules`` that ``name`` (at ``file``) imports, anywhere in its code."""
     package = name if file.name == "__init__.py" else name.rpartition(".")[0]
@@ -84,6 +111,17 @@ def _shown(cycles: list[list[str]]) -> str:
     return "; ".join(" -> ".join(cycle) for cycle in cycles)
 
 
+def test_every_import_names_an_existing_module():
+    bad = unresolved_imports(PACKAGE, "workshop_utils")
+    assert not bad, "imports of modules that do not exist (moved? renamed?):\n" + "\n".join(bad)
+
+
+def test_an_import_of_a_moved_module_is_named(tmp_path):
+    pkg = _fake_package(tmp_path, {"__init__.py": "", "a.py": "", "sub/__init__.py": "",
+                                   "sub/b.py": "from ..a import x\n\ndef f():\n    from ..gone import y\n"})
+    assert unresolved_imports(pkg, "fake") == ["fake/sub/b.py:4: fake.gone"]
+
+
 def test_workshop_utils_has_no_import_cycle():
     graph = import_graph(PACKAGE, "workshop_utils")
     assert len(graph) > 20 and "workshop_utils.recipes.full_finetune_trainer" in graph  # every file was read
@@ -126,8 +164,9 @@ def test_a_package_without_cycles_passes(tmp_path):
 
 # --------------------------------------------------------------------------- layers: commands -> recipes -> helpers
 # Each layer may import its own layer and the ones below it, never one above. ``tooling`` (building notebooks,
-# the set-up check, checking estimates) stands beside the commands: it may use helpers, and nothing imports it.
-LAYERS = {"helpers": 0, "recipes": 1, "commands": 2, "tooling": 2}
+# the set-up check, checking estimates) sits on top: it may use the commands (the set-up check installs
+# `workshop lab`'s defaults), and nothing in the package imports it.
+LAYERS = {"helpers": 0, "recipes": 1, "commands": 2, "tooling": 3}
 
 
 def layer_of(module: str) -> str:
@@ -145,9 +184,7 @@ def layer_violations(graph: dict[str, set[str]], package: str = "workshop_utils"
             theirs = layer_of(other)
             if other == package:
                 continue  # the package itself (its __init__: WorkshopError, DataError)
-            upward = LAYERS[theirs] > LAYERS[mine] or (theirs == "tooling" and mine != "tooling") \
-                or (mine == "tooling" and theirs == "commands")
-            if upward:
+            if LAYERS[theirs] > LAYERS[mine]:
                 bad.append(f"{module} ({mine}) imports {other} ({theirs})")
     return bad
 
@@ -157,7 +194,7 @@ def test_imports_point_one_way_commands_recipes_helpers():
     for folder in ("commands", "tooling", "recipes"):
         assert any(name.startswith(f"workshop_utils.{folder}.") for name in graph), f"no modules under {folder}/"
     bad = layer_violations(graph)
-    assert not bad, "imports against the layers (commands -> recipes -> helpers; tooling uses helpers only):\n" + "\n".join(bad)
+    assert not bad, "imports against the layers (tooling -> commands -> recipes -> helpers):\n" + "\n".join(bad)
 
 
 def test_an_upward_import_is_named(tmp_path):

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="remove a CUDA-only torchvision on machines without CUDA; set JupyterLab's defaults")
     args = parser.parse_args(argv)
     if args.fix:
-        from ..lab import install_defaults
+        from ..commands.lab import install_defaults
 
         print(fix_torchvision())
         print(install_defaults())
