@@ -5,9 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SHELL  := /bin/bash
 .SHELLFLAGS := -o pipefail -c
-# pip prints one warning per package for unused local index folders on some machines: keep logs readable.
-# --no-compile: pip would byte-compile every file of every package (103 s -> 59 s for this install, measured
-# 2026-12-05 on 2 cores); Python compiles the modules a notebook imports on first import instead
+# pip prints one warning per package for unused local index folders on some machines: keep logs readable
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
 .PHONY: setup workshop test test-rerun test-fast run-all clean-notebooks check-notebooks clean
@@ -16,9 +14,9 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements.txt -r requirements-dev.txt -c constraints.txt 2>&1 \
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt 2>&1 \
 	  | { $(QUIET_PIP); }
-	$(BIN)/python -m pip install --quiet --no-compile --no-deps -r requirements-nodeps.txt 2>&1 | { $(QUIET_PIP); }
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt 2>&1 | { $(QUIET_PIP); }
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | { $(QUIET_PIP); }
 	$(BIN)/python -m workshop_utils.tooling.setup_check --fix
 	touch $(STAMP)
