@@ -26,9 +26,13 @@ def code_cells(notebook: Path) -> list[dict]:
     return [c for c in cells if c["cell_type"] == "code"]
 
 
+def parse_cell(source: str) -> ast.Module:
+    """A code cell's Python, without its IPython magics and shell lines."""
+    return ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+
+
 def top_level_imports(source: str) -> list[ast.stmt]:
-    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]  # IPython magics
-    return [node for node in ast.parse("\n".join(lines)).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return [node for node in parse_cell(source).body if isinstance(node, (ast.Import, ast.ImportFrom))]
 
 
 def scattered_imports(cells: list[dict]) -> list[str]:
@@ -45,8 +49,7 @@ def scattered_imports(cells: list[dict]) -> list[str]:
 def imported_modules(cells: list[dict]) -> set[str]:
     modules = set()
     for cell in cells:
-        for node in ast.walk(ast.parse("\n".join(line for line in "".join(cell["source"]).splitlines()
-                                                 if not line.lstrip().startswith(("%", "!"))))):
+        for node in ast.walk(parse_cell("".join(cell["source"]))):
             if isinstance(node, ast.ImportFrom) and node.module:
                 modules |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
             elif isinstance(node, ast.Import):
