@@ -13,6 +13,14 @@
 # Without a GPU the model is SmolLM2-135M-Instruct, a real pretrained chat model of the Llama family
 # (notebook 00 says why it stands in for Llama 3 8B). It writes fluent English, so expect a real score,
 # not zero: that is the bar fine-tuning must clear.
+#
+# Scoring is the slow part of every LLM notebook, and the series asks the same model the same questions
+# more than once (03's "before" *is* this baseline; 04 scores 03's models again). Greedy answers and
+# teacher-forced NLLs are deterministic, so the notebooks keep them: `use_cache(...)` in the set-up cell
+# stores each result in `outputs/<profile>/answer-cache/` under a key made of a fingerprint of what the
+# model computes (its logits on a fixed probe: a trained adapter changes it, a switched-off one does not),
+# the prompts' token ids and the decoding. A later call with the same key prints `reused (...)` with the
+# file's name instead of a progress bar; delete the folder to compute everything again.
 
 # %%
 llm_data = load_instruction_task(profile)

@@ -44,6 +44,7 @@ from transformers import (
 )
 
 from workshop_utils import estimates, metrics, plots
+from workshop_utils.answer_cache import use_cache
 from workshop_utils.answers import score_chat_model
 from workshop_utils.data import (
     check_classification_dataset,
@@ -56,6 +57,7 @@ from workshop_utils.results import Results
 SEED = 42
 transformers.set_seed(SEED)
 results = Results.for_profile(profile)
+use_cache(profile.outputs() / "answer-cache")  # reuse answers this model already gave to the same prompts (01 says how)
 
 # %% [markdown]
 # ## The task: is sentence 2 a paraphrase of sentence 1?

@@ -75,6 +75,7 @@ from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 from trl import SFTTrainer
 
 from workshop_utils import estimates, plots
+from workshop_utils.answer_cache import use_cache
 from workshop_utils.answers import parameter_counts, saved_weight_files, score_chat_model, side_by_side
 from workshop_utils.cards import make_portable
 from workshop_utils.chat import (
@@ -98,6 +99,7 @@ print("model:", route.model if not route.model.startswith("/") else "SmolLM2-135
 # %%
 SEED = 42
 transformers.set_seed(SEED)  # the same run twice gives the same numbers
+use_cache(profile.outputs() / "answer-cache")  # reuse answers this model already gave to the same prompts (01 says how)
 print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 
 # %% [markdown]
@@ -370,7 +372,7 @@ print(f"max_length {MAX_LENGTH}: {report['truncated']} of {report['examples']} e
 #   The value was chosen on questions about *training* topics, never on the held-out ones
 #   (`scripts/benchmark_sft.py --part decoding`).
 #
-# `generate_answers` (used below) makes this same call in batches of 16 and records whether each answer
+# `generate_answers` (used below) makes this same call in batches of 32 and records whether each answer
 # stopped by itself.
 
 # %%

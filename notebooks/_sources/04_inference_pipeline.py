@@ -44,6 +44,7 @@ from transformers import (
 )
 
 from workshop_utils import demo, estimates, metrics, plots
+from workshop_utils.answer_cache import use_cache
 from workshop_utils.answers import score_chat_model
 from workshop_utils.cards import local_copy, make_portable
 from workshop_utils.chat import SYSTEM_PROMPT, stop_token_ids
@@ -60,6 +61,7 @@ adapter_dir = demo.require(profile.outputs() / "sft-adapter", "03_qlora_llama3_s
 SEED = 42
 transformers.set_seed(SEED)
 results = Results.for_profile(profile)
+use_cache(profile.outputs() / "answer-cache")  # reuse answers this model already gave to the same prompts (01 says how)
 transformers.logging.set_verbosity_error()
 pd.set_option("display.max_colwidth", 90)
 

@@ -49,6 +49,7 @@ from datasets import Dataset, load_dataset
 from trl import DPOTrainer
 
 from workshop_utils import demo, estimates, plots
+from workshop_utils.answer_cache import use_cache
 from workshop_utils.answers import side_by_side
 from workshop_utils.cards import make_portable
 from workshop_utils.data import check_instruction_dataset, instruction_file_errors
@@ -64,6 +65,7 @@ estimates.announce("this notebook", estimates.series_estimate(profile).per_noteb
 # %%
 SEED = 42
 transformers.set_seed(SEED)
+use_cache(profile.outputs() / "answer-cache")  # reuse answers this model already gave to the same prompts (01 says how)
 print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 
 # %% [markdown]

@@ -39,6 +39,7 @@ from datasets import load_dataset
 from transformers import AutoTokenizer
 
 from workshop_utils import demo, estimates, plots
+from workshop_utils.answer_cache import use_cache
 from workshop_utils.answers import answer_nll_per_question
 from workshop_utils.corpus import leaking_passages, load_corpus, topic_key
 from workshop_utils.data import load_instruction_task
@@ -52,6 +53,7 @@ estimates.announce("this notebook", estimates.series_estimate(profile).per_noteb
 # %%
 SEED = 42
 transformers.set_seed(SEED)
+use_cache(profile.outputs() / "answer-cache")  # reuse answers this model already gave to the same prompts (01 says how)
 print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 
 # %% [markdown]

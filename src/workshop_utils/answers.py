@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import WorkshopError
+from . import WorkshopError, answer_cache
 from .chat import SYSTEM_PROMPT, render_prompts, stop_token_ids, to_messages
 from .fastgen import decode
 
@@ -29,7 +29,7 @@ class Answer:
         return f"(whitespace only, {self.new_tokens} tokens)" if self.new_tokens else "(empty)"
 
 
-def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_tokens: int, batch_size: int = 16,
+def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_tokens: int, batch_size: int = 32,
                      system_prompt: str | None = SYSTEM_PROMPT, desc: str = "generating",
                      repetition_penalty: float = 1.0) -> list[Answer]:
     """Greedy answers to each instruction, batched with LEFT padding (decoder-only models continue the
@@ -55,6 +55,12 @@ def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_t
     answers: list[Answer] = []
     device = next(model.parameters()).device
     try:
+        key, kept = answer_cache.lookup("answers", model, {
+            "prompts": [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty, "stops": sorted(stops),
+            "pad": tokenizer.pad_token_id}, desc)
+        if kept is not None:
+            return [Answer(**a) for a in kept]
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch"):
             enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             prompt_length = enc["input_ids"].shape[1]  # the same for every row: they are padded on the left
@@ -70,6 +76,7 @@ def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_t
                 kept = [t for t in kept if t != tokenizer.pad_token_id]
                 answers.append(Answer(tokenizer.decode(kept, skip_special_tokens=True).strip(), end is not None, len(kept),
                                       tokenizer.decode(kept, skip_special_tokens=False)))
+        answer_cache.store("answers", key, [vars(a) for a in answers])
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
@@ -96,7 +103,7 @@ def decoding_name(repetition_penalty: float = 1.0) -> str:
 
 def score_chat_model(model, tokenizer, questions: Sequence[str], references: Sequence[str], *, max_new_tokens: int,
                      repetition_penalty: float = 1.0, answered: int | None = None, answers: Sequence[Answer] | None = None,
-                     nll: bool = True, system_prompt: str | None = SYSTEM_PROMPT, batch_size: int = 16,
+                     nll: bool = True, system_prompt: str | None = SYSTEM_PROMPT, batch_size: int = 32,
                      desc: str = "scoring", per_question: bool = False, similarity_encoder=None) -> dict:
     """The workshop's one way to score a chat model on held-out questions; every notebook and command calls it.
 
@@ -169,6 +176,10 @@ def answer_logprobs(model, tokenizer, token_pairs: Sequence[tuple[list[int], lis
     model.eval()
     out: list[tuple[float, int]] = [(0.0, 0)] * len(token_pairs)
     try:
+        key, kept = answer_cache.lookup("logprobs", model, {
+            "pairs": [[list(p), list(a)] for p, a in token_pairs], "batch_size": batch_size, "pad": pad}, desc)
+        if kept is not None:
+            return [(float(s), int(n)) for s, n in kept]
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
             chunk = order[start:start + batch_size]
             rows = [token_pairs[i] for i in chunk]
@@ -189,6 +200,7 @@ def answer_logprobs(model, tokenizer, token_pairs: Sequence[tuple[list[int], lis
             sums, counts = (-losses.sum(dim=1)).tolist(), (targets != -100).sum(dim=1).tolist()
             for i, s, n in zip(chunk, sums, counts):
                 out[i] = (float(s), int(n))
+        answer_cache.store("logprobs", key, out)
     finally:
         model.train(was_training)
     return out

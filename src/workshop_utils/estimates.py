@@ -54,7 +54,7 @@ WORK_FIGURES = {
     "clf_train": ("train384_gflops",),  # MiniLM full fine-tuning
     "llm_train": ("train576_gflops",),  # SmolLM2 under LoRA: SFT, DPO
     "forward": ("matmul_gflops",),  # batched forward passes: classifier evaluation, answer NLL
-    # greedy generation: batches of 16 rows through the whole model, one token at a time, so matrix products
+    # greedy generation: batches of 32 rows through the whole model, one token at a time, so matrix products
     # and Python's per-token work. (The probe's 4-row output-layer product, decode_gflops, is memory-bound:
     # on one core of the reference machine it fell to 0.26x while generation ran at 0.64x, 2026-12-05.)
     "decode": ("matmul_gflops", "python_mops"),
@@ -198,13 +198,16 @@ RAG_TOKENS_PER_PASSAGE = 95
 RAG_CORPUS_PASSAGES = 2086  # data/medquad-corpus/corpus.jsonl
 
 
-def rag_seconds(profile, n_scored: int, n_answered: int, extra_tokens: float | None = None) -> float:
-    """Four systems scored (06): base and SFT on the questions, then with ``extra_tokens`` of passages in each
-    prompt (default: the profile's k passages), which lengthen every teacher-forced row and every generation step."""
+def rag_seconds(profile, n_scored: int, n_answered: int, extra_tokens: float | None = None,
+                plain_systems: int = 2) -> float:
+    """Four systems scored (06): base and SFT on the questions (``plain_systems`` of them computed: 0 when 01's and
+    03's scores of the same questions are in the answer cache), then with ``extra_tokens`` of passages in each prompt
+    (default: the profile's k passages), which lengthen every teacher-forced row and every generation step."""
     extra = profile.rag_k * RAG_TOKENS_PER_PASSAGE if extra_tokens is None else extra_tokens
     plain = nll_seconds(profile, n_scored) + generation_seconds(profile, n_answered)
     longer = (LLM_TOKENS_PER_EXAMPLE + extra) / LLM_TOKENS_PER_EXAMPLE
-    return 2 * plain + 2 * (nll_seconds(profile, n_scored) * longer + generation_seconds(profile, n_answered) * longer ** 0.5)
+    return plain_systems * plain + 2 * (nll_seconds(profile, n_scored) * longer
+                                        + generation_seconds(profile, n_answered) * longer ** 0.5)
 
 
 def human(seconds: float) -> str:
@@ -262,7 +265,8 @@ def series_estimate(profile) -> SeriesEstimate:
     # 05: the SFT model answers the training and held-out questions twice (plain greedy and guarded: the pairs),
     # the held-out references' NLL and both sides of every held-out pair are scored before and after, the DPO
     # model answers the held-out questions again under both decodings, and DPO trains
-    dpo = (generation_seconds(profile, 2 * n_pairs + 4 * n_prompts) + nll_seconds(profile, 6 * n_prompts)
+    # (the held-out answers with 03's decoding are 03's own "after" answers: reused from the answer cache)
+    dpo = (generation_seconds(profile, 2 * n_pairs + 3 * n_prompts) + nll_seconds(profile, 6 * n_prompts)
            + dpo_train_seconds(profile))
     four_bit = 0.0 if profile.device == "cuda" else quantization_check_seconds(profile) + fixed
     return SeriesEstimate(
@@ -270,13 +274,16 @@ def series_estimate(profile) -> SeriesEstimate:
             "00_setup": (5.0 + FIXED_S[profile.device] * 0.2) * _scale(profile, "fixed"),
             "01_baseline_evaluation": fixed + 2 * clf_eval + gen,
             "02_full_finetune_trainer": fixed + full_ft + lora_ft,
-            "03_qlora_llama3_sft": fixed + sft + 2 * gen + four_bit,
-            # 04: 3 pipeline answers, base and fine-tuned scored, the merge and its check, the merged model reloaded
-            "04_inference_pipeline": 2 * fixed + 2 * gen + generation_seconds(profile, 4) + clf_eval,
+            # the series in order, as `workshop run-all` runs it: a result already in the answer cache (same model,
+            # prompts and decoding) is read back, not computed. 03's "before" is 01's baseline.
+            "03_qlora_llama3_sft": fixed + sft + gen + four_bit,
+            # 04: 3 pipeline answers, the merge and its check, the merged model reloaded (base and fine-tuned
+            # scores: 03's "before" and "after", from the cache)
+            "04_inference_pipeline": 2 * fixed + generation_seconds(profile, 4) + clf_eval,
             "05_preference_dpo": fixed + dpo,
             # 06: the encoder embeds the corpus (cached for the next run), four systems scored
             "06_rag_vs_finetune": fixed + RAG_CORPUS_PASSAGES / ENCODE_PASSAGES_PER_S[profile.device] * _scale(profile, "forward")
-            + rag_seconds(profile, n_scored, n_prompts),
+            + rag_seconds(profile, n_scored, n_prompts, plain_systems=0),
         },
         measured=profile.device == "cpu",
     )
