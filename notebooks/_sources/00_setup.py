@@ -80,6 +80,9 @@ print(envinfo.hub_login_hint())
 # Estimated wall time of each notebook in the active profile on this hardware. Instructors: this is
 # how you know where to talk and where to wait. On a CPU a probe of a second or two (once per machine, then
 # cached) times the work's building blocks here, and the reference machine's rates are scaled by it.
+# The figures assume the order 01, 02, ... in one profile: later notebooks then read back answers an
+# earlier one already computed (notebook 01 explains the answer cache). A notebook run on its own, before
+# the ones it reuses from, takes longer: 04 alone computes 03's two scorings again.
 
 # %%
 estimate = series_estimate(profile)

@@ -289,8 +289,9 @@ print(f"SFT model on {len(questions)} held-out questions: NLL of the references 
 # * GPU or CPU, written out in three arguments, as in 03: `use_cpu` on a CPU; gradient checkpointing
 #   (TRL's default is on) and the paged 8-bit optimizer only on a GPU, plain AdamW on a CPU.
 # * `precompute_ref_log_probs=False`: the reference's log-probabilities are computed in each step (one
-#   extra forward pass without gradients). Precomputing them first saves time when training several
-#   epochs.
+#   extra forward pass without gradients). `True` computes each pair's once, before training: that saves
+#   time when the run passes over the pairs several times. The cell below prints how many passes this run
+#   makes; at about one, each pair's reference pass runs about once either way.
 # * `save_strategy="no"`: no checkpoints; we save the adapter ourselves after training. `seed=42` is the
 #   notebook's `SEED`.
 #
@@ -346,6 +347,9 @@ trainer = DPOTrainer(
     processing_class=tokenizer,
 )
 print("adapters on the model:", list(trainer.model.peft_config), "(default trains, ref is the frozen SFT copy)")
+passes = dpo_args.max_steps * dpo_args.per_device_train_batch_size / len(train_pairs)
+print(f"{dpo_args.max_steps} steps of {dpo_args.per_device_train_batch_size} pairs: {passes:.2f} passes over the "
+      f"{len(train_pairs)} training pairs (the reference's forward pass runs once per pair and pass)")
 
 # %% [markdown]
 # ## Train

@@ -13,7 +13,8 @@ A result is stored under a key made of everything that decides it:
   step changes the logits and so the key;
 * the **token ids** of every prompt (and answer), in order, and the batch size (batching with padding can move
   the last digit of a logit, so only the identical call is reused);
-* the **decoding**: new-token limit, repetition penalty, stop and pad ids;
+* the **decoding**: new-token limit, repetition penalty, stop ids. Not the pad id: padding is masked out, so
+  which token pads a batch does not change a logit (``tests/unit/test_answer_cache.py`` checks it);
 * the model's generation config, torch's and transformers' versions, and the source of the code that computes
   the results (this module, ``answers.py``, ``fastgen.py``).
 

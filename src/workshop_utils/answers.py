@@ -57,8 +57,7 @@ def generate_answers(model, tokenizer, instructions: Sequence[str], *, max_new_t
     try:
         key, kept = answer_cache.lookup("answers", model, {
             "prompts": [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], "batch_size": batch_size,
-            "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty, "stops": sorted(stops),
-            "pad": tokenizer.pad_token_id}, desc)
+            "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty, "stops": sorted(stops)}, desc)
         if kept is not None:
             return [Answer(**a) for a in kept]
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch"):
@@ -177,7 +176,7 @@ def answer_logprobs(model, tokenizer, token_pairs: Sequence[tuple[list[int], lis
     out: list[tuple[float, int]] = [(0.0, 0)] * len(token_pairs)
     try:
         key, kept = answer_cache.lookup("logprobs", model, {
-            "pairs": [[list(p), list(a)] for p, a in token_pairs], "batch_size": batch_size, "pad": pad}, desc)
+            "pairs": [[list(p), list(a)] for p, a in token_pairs], "batch_size": batch_size}, desc)
         if kept is not None:
             return [(float(s), int(n)) for s, n in kept]
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):

@@ -16,13 +16,16 @@ SYSTEM_PROMPT = "You are a medical assistant. Answer health questions accurately
 
 # --------------------------------------------------------------------------- tokens
 def stop_token_ids(tokenizer, model=None) -> list[int]:
-    """Token ids that end a generated answer: the tokenizer's EOS plus the model's generation EOS list."""
-    ids = [tokenizer.eos_token_id]
+    """Token ids that end a generated answer: the tokenizer's EOS, always (also where the pad token is the same
+    token, as SmolLM2 ships: dropping it there left nothing to stop on), plus the model's generation EOS list
+    without the pad id."""
     config = getattr(model, "generation_config", None) if model is not None else None
     extra = getattr(config, "eos_token_id", None) if config is not None else None
-    if extra is not None:
-        ids += list(extra) if isinstance(extra, (list, tuple)) else [extra]
-    return sorted({i for i in ids if i is not None and i != tokenizer.pad_token_id})
+    extra = [] if extra is None else list(extra) if isinstance(extra, (list, tuple)) else [extra]
+    ids = {i for i in extra if i is not None and i != tokenizer.pad_token_id}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
 
 
 # --------------------------------------------------------------------------- data

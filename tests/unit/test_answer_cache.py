@@ -129,3 +129,34 @@ def test_a_damaged_file_is_computed_again(tiny, cache, monkeypatch):
     again = reference_logprobs(model, tokenizer, QUESTIONS, REFERENCES, desc="nll")
     assert again == first
     assert json.loads(path.read_text())["value"] == [list(x) for x in first]
+
+
+def test_the_pad_id_changes_no_result(tiny):
+    """Why the key leaves the pad id out: 01 pads SmolLM2 with its EOS, 03 with another token; masked padding
+    gives the same answers and log-probabilities either way, so 03's "before" may reuse 01's baseline."""
+    from transformers import AutoTokenizer
+
+    from workshop_utils.answers import generate_answers, reference_logprobs
+    from workshop_utils.assets import tiny_llama_path
+
+    model, tokenizer = tiny
+    other = AutoTokenizer.from_pretrained(tiny_llama_path())
+    other.pad_token = next(t for t, i in other.get_vocab().items() if i not in (other.pad_token_id, other.eos_token_id))
+    assert other.pad_token_id != tokenizer.pad_token_id
+    ask = dict(max_new_tokens=8, batch_size=3, desc="t")
+    assert generate_answers(model, other, QUESTIONS, **ask) == generate_answers(model, tokenizer, QUESTIONS, **ask)
+    assert (reference_logprobs(model, other, QUESTIONS, REFERENCES, batch_size=3)
+            == reference_logprobs(model, tokenizer, QUESTIONS, REFERENCES, batch_size=3))
+
+
+def test_eos_stops_an_answer_also_where_it_pads(tiny):
+    """SmolLM2 ships pad = EOS; the EOS must still end an answer (it once did not: no answer ever stopped)."""
+    from transformers import AutoTokenizer
+
+    from workshop_utils.assets import tiny_llama_path
+    from workshop_utils.chat import stop_token_ids
+
+    model, _ = tiny
+    same = AutoTokenizer.from_pretrained(tiny_llama_path())
+    same.pad_token = same.eos_token
+    assert same.eos_token_id in stop_token_ids(same, model)
