@@ -421,6 +421,11 @@ print(f"before ({before['decoding']}): NLL {before['nll']:.3f}, ROUGE-L {before[
       f"stop rate {before['eos_rate']:.0%}, looping {before['repetition']:.0%} "
       f"(the reference answers: {before['references_looping']:.0%})")
 print(f"\nQ: {questions[0]}\nbase model: {answers_before[0].shown()[:300]}")
+baseline_01 = Results.for_profile(profile).get("01_baseline_evaluation", "llm")
+if baseline_01 is not None and route.name == "dense":  # same model and decoding as 01: the same measurement
+    same = {k: (baseline_01[k], before[k]) for k in ("nll", "rougeL", "eos_rate", "repetition")}
+    assert all(abs(a - b) < 1e-6 for a, b in same.values()), f"03's 'before' differs from 01's baseline: {same}"
+    print("the same figures as notebook 01's baseline: one measurement, taken once")
 
 # %% [markdown]
 # ## The training recipe: `SFTConfig` and `SFTTrainer`

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 _FOLDER: Path | None = None
+_MADE_OF: dict[str, dict[str, Any]] = {}
 PROBE_TOKENS = 32
 
 
@@ -82,10 +83,15 @@ def _key(kind: str, model, payload: dict[str, Any]) -> str:
     import transformers
 
     config = getattr(model, "generation_config", None)
-    settings = {k: v for k, v in config.to_dict().items() if k != "transformers_version"} if config is not None else None
+    settings = ({k: v for k, v in config.to_dict().items() if k not in ("transformers_version", "pad_token_id")}
+                if config is not None else None)
     record = {"kind": kind, "model": model_fingerprint(model), "generation_config": settings, "code": _code_version(),
               "torch": torch.__version__, "transformers": transformers.__version__, **payload}
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    key = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    # what the key was made of, kept beside the value (the token ids as a count): why two calls did or did not match
+    _MADE_OF[key] = {**{k: v for k, v in record.items() if k not in ("prompts", "pairs")},
+                     "rows": len(payload.get("prompts", payload.get("pairs", [])))}
+    return key
 
 
 def lookup(kind: str, model, payload: dict[str, Any], desc: str) -> tuple[str | None, Any]:
@@ -111,5 +117,5 @@ def store(kind: str, key: str | None, value: Any) -> None:
         return
     path = _FOLDER / f"{kind}-{key}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"value": value}))
+    tmp.write_text(json.dumps({"key": _MADE_OF.get(key), "value": value}, default=str))
     tmp.replace(path)

@@ -160,3 +160,29 @@ def test_eos_stops_an_answer_also_where_it_pads(tiny):
     same = AutoTokenizer.from_pretrained(tiny_llama_path())
     same.pad_token = same.eos_token
     assert same.eos_token_id in stop_token_ids(same, model)
+
+
+def test_03s_model_before_training_shares_01s_key(tiny, cache):
+    """01 scores the model as loaded (pad = EOS); 03 scores it after its pad fix (a new pad id in the tokenizer
+    and the generation config) with a fresh LoRA adapter on top: the same function, so the same key."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer
+
+    from workshop_utils.answers import generate_answers
+    from workshop_utils.assets import tiny_llama_path
+
+    model, tokenizer = tiny
+    ask = dict(max_new_tokens=5, batch_size=3, desc="t")
+    first = generate_answers(model, tokenizer, QUESTIONS, **ask)
+    (stored,) = cache.glob("answers-*.json")
+    made_of = json.loads(stored.read_text())["key"]
+    assert made_of["rows"] == len(QUESTIONS) and made_of["max_new_tokens"] == 5  # what the key was made of
+
+    fixed = AutoTokenizer.from_pretrained(tiny_llama_path())
+    fixed.pad_token = next(t for t, i in fixed.get_vocab().items() if i not in (fixed.pad_token_id, fixed.eos_token_id))
+    wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    wrapped.config.pad_token_id = wrapped.generation_config.pad_token_id = fixed.pad_token_id
+    assert generate_answers(wrapped, fixed, QUESTIONS, **ask) == first
+    assert len(list(cache.glob("answers-*.json"))) == 1  # read back, not computed again
