@@ -69,6 +69,11 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()[:24]
 
 
+# generation-config entries the scoring calls set themselves (stop ids are in the key as ``stops``, the pad id
+# changes nothing): SFTTrainer rewrites eos_token_id 2 as [2], and 03's pad fix changes pad_token_id
+_PASSED_EXPLICITLY = ("transformers_version", "_from_model_config", "pad_token_id", "eos_token_id")
+
+
 def _code_version() -> str:
     """A hash of the code that computes what is kept (this module, answers.py, fastgen.py): editing it starts afresh."""
     here = Path(__file__).resolve().parent
@@ -83,7 +88,7 @@ def _key(kind: str, model, payload: dict[str, Any]) -> str:
     import transformers
 
     config = getattr(model, "generation_config", None)
-    settings = ({k: v for k, v in config.to_dict().items() if k not in ("transformers_version", "pad_token_id")}
+    settings = ({k: v for k, v in config.to_dict().items() if v is not None and k not in _PASSED_EXPLICITLY}
                 if config is not None else None)
     record = {"kind": kind, "model": model_fingerprint(model), "generation_config": settings, "code": _code_version(),
               "torch": torch.__version__, "transformers": transformers.__version__, **payload}

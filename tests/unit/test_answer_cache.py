@@ -164,7 +164,8 @@ def test_eos_stops_an_answer_also_where_it_pads(tiny):
 
 def test_03s_model_before_training_shares_01s_key(tiny, cache):
     """01 scores the model as loaded (pad = EOS); 03 scores it after its pad fix (a new pad id in the tokenizer
-    and the generation config) with a fresh LoRA adapter on top: the same function, so the same key."""
+    and the generation config) with a fresh LoRA adapter on top, and 04 scores 03's trained model with the
+    generation config SFTTrainer left (eos as a list): the same function and stops, so the same key."""
     import copy
 
     from peft import LoraConfig, get_peft_model
@@ -174,6 +175,8 @@ def test_03s_model_before_training_shares_01s_key(tiny, cache):
     from workshop_utils.assets import tiny_llama_path
 
     model, tokenizer = tiny
+    model = copy.deepcopy(model)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id  # as the model ships: one id
     ask = dict(max_new_tokens=5, batch_size=3, desc="t")
     first = generate_answers(model, tokenizer, QUESTIONS, **ask)
     (stored,) = cache.glob("answers-*.json")
@@ -184,5 +187,6 @@ def test_03s_model_before_training_shares_01s_key(tiny, cache):
     fixed.pad_token = next(t for t, i in fixed.get_vocab().items() if i not in (fixed.pad_token_id, fixed.eos_token_id))
     wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     wrapped.config.pad_token_id = wrapped.generation_config.pad_token_id = fixed.pad_token_id
+    wrapped.generation_config.eos_token_id = [tokenizer.eos_token_id]  # as SFTTrainer leaves it: a list
     assert generate_answers(wrapped, fixed, QUESTIONS, **ask) == first
     assert len(list(cache.glob("answers-*.json"))) == 1  # read back, not computed again
