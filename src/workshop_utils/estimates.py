@@ -18,8 +18,10 @@ import os
 from dataclasses import dataclass, field
 
 # CPU rates: fitted on the reference machine (REFERENCE_PROBE below) to a smoke `workshop run-all` taken alone
-# on 2026-12-05 (325 s for the series; per notebook in docs/benchmarks.md): fixed cost, classifier training and
-# generation were re-fitted there, the SFT/DPO and NLL rates already matched. fp32, dynamic padding.
+# on 2026-12-05 (325 s for the series; per notebook in docs/benchmarks.md): fixed cost and classifier training;
+# the LLM rates (SFT, DPO, generation, NLL) re-fitted on 2026-12-06 to the offline series attendees run, taken
+# alone (`WORKSHOP_PROFILE=offline workshop run-all`, 1494 s; docs/benchmarks.md), after generation moved to
+# fastgen in batches of 32 and the answer cache. fp32, dynamic padding.
 # Training throughput in samples/s (classifier).
 CLF_TRAIN_SAMPLES_PER_S = {
     ("cpu", "minilm"): 36.0,  # all-MiniLM-L6-v2, MRPC-length pairs
@@ -30,12 +32,16 @@ CLF_TRAIN_SAMPLES_PER_S = {
 CLF_EVAL_SAMPLES_PER_S = {"cpu": 90.0, "cuda": 2000.0}
 # SFT throughput in tokens/s (training), generation in new tokens/s per prompt (greedy, batched), and
 # teacher-forced scoring (answer NLL) in tokens/s. ("cpu", "small") is SmolLM2-135M-Instruct in float32 on
-# a 2-core machine: SFTTrainer ~190 tokens/s, batched generation ~100 new tokens/s in all (4 prompts' worth
-# of one-prompt speed), forward passes ~600 tokens/s.
-SFT_TOKENS_PER_S = {("cpu", "small"): 190.0, ("cuda", "8b"): 1300.0}
-GEN_TOKENS_PER_S = {("cpu", "small"): 25.0, ("cuda", "8b"): 60.0}
-NLL_TOKENS_PER_S = {("cpu", "small"): 600.0, ("cuda", "8b"): 6000.0}
+# a 2-core machine: SFTTrainer ~290 example tokens/s (as LLM_TOKENS_PER_EXAMPLE counts them), batched
+# generation ~320 answer-token slots/s in all (4 prompts' worth of an 80-per-prompt rate; answers that stop
+# early leave the batch), forward passes ~800 tokens/s.
+SFT_TOKENS_PER_S = {("cpu", "small"): 290.0, ("cuda", "8b"): 1300.0}
+GEN_TOKENS_PER_S = {("cpu", "small"): 80.0, ("cuda", "8b"): 60.0}
+NLL_TOKENS_PER_S = {("cpu", "small"): 800.0, ("cuda", "8b"): 6000.0}
 LLM_TOKENS_PER_EXAMPLE = 130  # MedQuAD subset: system prompt + question + answer (data/medquad/README.md)
+# a DPO sequence: prompt + the SFT model's own answer, often a plain-greedy answer that runs to the length cap
+# (fitted: 05's 32 DPO steps, offline, 221-247 s on the reference machine)
+DPO_TOKENS_PER_EXAMPLE = 200
 # Fixed costs per notebook (imports, model loading, kernels starting), seconds.
 FIXED_S = {"cpu": 10.0, "cuda": 60.0}
 QUANT_STEPS = 2  # notebook 03 on a CPU: steps timed for float32 and for 4-bit NF4 side by side
@@ -159,7 +165,7 @@ def sft_train_seconds(profile, steps: int | None = None, tokens_per_example: int
     return tokens / SFT_TOKENS_PER_S[(profile.device, _llm_kind(profile))] * _scale(profile, "llm_train")
 
 
-def dpo_train_seconds(profile, steps: int | None = None, tokens_per_example: int = LLM_TOKENS_PER_EXAMPLE) -> float:
+def dpo_train_seconds(profile, steps: int | None = None, tokens_per_example: int = DPO_TOKENS_PER_EXAMPLE) -> float:
     """DPO steps: each pair is two sequences (chosen, rejected) trained like SFT examples, plus the
     reference's forward pass over both without gradients (about a third of a training pass)."""
     steps = profile.dpo_max_steps if steps is None else steps
