@@ -425,7 +425,7 @@ baseline_01 = Results.for_profile(profile).get("01_baseline_evaluation", "llm")
 if baseline_01 is not None and route.name == "dense":  # same model and decoding as 01: the same measurement
     same = {k: (baseline_01[k], before[k]) for k in ("nll", "rougeL", "eos_rate", "repetition")}
     assert all(abs(a - b) < 1e-6 for a, b in same.values()), f"03's 'before' differs from 01's baseline: {same}"
-    print("the same figures as notebook 01's baseline: one measurement, taken once")
+    print("the same figures as notebook 01's baseline: the same measurement")
 
 # %% [markdown]
 # ## The training recipe: `SFTConfig` and `SFTTrainer`
