@@ -24,6 +24,7 @@ every reuse prints one line naming its file, and deleting the folder makes every
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -74,6 +75,7 @@ def model_fingerprint(model) -> str:
 _PASSED_EXPLICITLY = ("transformers_version", "_from_model_config", "pad_token_id", "eos_token_id")
 
 
+@functools.cache  # the code a process runs does not change under it: read and hash the files once
 def _code_version() -> str:
     """A hash of the code that computes what is kept (this module, answers.py, fastgen.py): editing it starts afresh."""
     here = Path(__file__).resolve().parent
@@ -113,6 +115,7 @@ def lookup(kind: str, model, payload: dict[str, Any], desc: str) -> tuple[str | 
         from .paths import display_path
 
         print(f"{desc}: reused ({kind} of this same model, prompts and decoding, kept in {display_path(path)})")
+        _MADE_OF.pop(key, None)  # nothing to store
         return key, value
     return key, None
 
@@ -120,7 +123,7 @@ def lookup(kind: str, model, payload: dict[str, Any], desc: str) -> tuple[str | 
 def store(kind: str, key: str | None, value: Any) -> None:
     if key is None or _FOLDER is None:
         return
-    path = _FOLDER / f"{kind}-{key}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": _MADE_OF.get(key), "value": value}, default=str))
-    tmp.replace(path)
+    from .paths import write_json_atomic
+
+    write_json_atomic(_FOLDER / f"{kind}-{key}.json", {"key": _MADE_OF.pop(key, None), "value": value},
+                      indent=None, default=str)
